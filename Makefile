@@ -1,0 +1,26 @@
+# Two commands for a newcomer: `make run` (service on SQLite + a dev key) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEV_USER ?= dev_user
+
+.PHONY: install run test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+
+run: install
+	$(BIN)/flask --app potpie_flask db upgrade
+	@echo "Development API key for $(DEV_USER) (use it as the x-api-key header):"
+	@$(BIN)/flask --app potpie_flask keys create --user-id $(DEV_USER) --label dev | tail -n 1
+	$(BIN)/gunicorn wsgi:app -c gunicorn.conf.py
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,66 @@
+"""potpie-flask: third-party integrations of an API key's owner, stored and served over HTTP."""
+import os
+
+from flask import Flask
+
+from . import api, cli, crypto, db, docs, errors, logs, migrations, ops, ratelimit
+
+
+def create_app(test_config=None):
+    """Build the application: package defaults < instance/config.py < POTPIE_* < test_config."""
+    instance_path = os.environ.get("POTPIE_INSTANCE_PATH") or None
+    app = Flask(
+        __name__,
+        instance_relative_config=True,
+        instance_path=os.path.abspath(instance_path) if instance_path else None,
+    )
+    app.config.from_object("potpie_flask.config")
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.from_prefixed_env("POTPIE")
+    # Read verbatim: from_prefixed_env would parse it as JSON.
+    if os.environ.get("DATABASE_URL"):
+        app.config["DATABASE_URL"] = os.environ["DATABASE_URL"]
+    if test_config:
+        app.config.update(test_config)
+    app.config.setdefault("DATABASE_URL", db.default_url(app.instance_path))
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.json.sort_keys = False
+
+    logs.init_app(app)
+    db.init_app(app)
+    errors.init_app(app)
+    ratelimit.init_app(app)
+    app.register_blueprint(ops.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(docs.bp)
+    cli.init_app(app)
+
+    embedded = not db.is_postgresql(app.config["DATABASE_URL"])
+    app.extensions["potpie_vault"] = _vault(app, create_key_file=embedded)
+    if embedded:
+        _upgrade_embedded_database()
+    return app
+
+
+def _vault(app, create_key_file):
+    configured = app.config["ENCRYPTION_KEYS"]
+    keys = crypto.parse_keys(",".join(configured) if isinstance(configured, list) else configured)
+    if not keys:
+        keys = (crypto.ensure_key_file if create_key_file else crypto.read_key_file)(
+            app.instance_path)
+    return crypto.Vault(keys) if keys else None
+
+
+def _upgrade_embedded_database():
+    """The default SQLite setup creates or upgrades its schema on first start."""
+    with db.database.connection_context():
+        migrations.upgrade()
+
+
+def require_encryption_keys(app):
+    """Refuse to serve without an encryption key: workers must never invent their own."""
+    if app.extensions["potpie_vault"] is None:
+        raise crypto.MissingKeyError(
+            "No encryption key: set POTPIE_ENCRYPTION_KEYS (comma-separated Fernet keys) "
+            "or run `flask --app potpie_flask db upgrade` once to create "
+            f"{os.path.join(app.instance_path, crypto.KEY_FILE_NAME)}.")

@@ -1,0 +1,85 @@
+"""Reading request bodies and query strings into validated data, or RequestInvalid."""
+import json
+
+from flask import current_app, request
+from marshmallow import ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from .errors import DetailError, RequestInvalid, problems_from
+from .schemas import load_body
+
+
+def _decode_problem(msg, pos, lineno=None, colno=None):
+    ctx = {"msg": msg, "pos": pos}
+    if lineno is not None:
+        ctx.update(lineno=lineno, colno=colno)
+    return RequestInvalid([{"loc": ["body", pos], "msg": msg,
+                            "type": "value_error.jsondecode", "ctx": ctx}])
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _unique_keys(pairs):
+    # Parsers disagree on which of two equal keys wins (first, last, error), so a body that
+    # repeats one could mean one thing to a proxy in front and another here: refuse it.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
+    return obj
+
+
+def _raw_body():
+    """The body bytes, 413 beyond MAX_CONTENT_LENGTH whether or not a Content-Length was sent."""
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if request.content_length is None and limit and request.environ.get("wsgi.input_terminated"):
+        # A chunked body: werkzeug would stop at the limit and hand over the first
+        # MAX_CONTENT_LENGTH bytes as if they were all; read one more to tell.
+        raw = request.environ["wsgi.input"].read(limit + 1)
+        if len(raw) > limit:
+            raise RequestEntityTooLarge()
+        return raw
+    return request.get_data(cache=False)
+
+
+def json_body():
+    """The request's JSON document; 415 unless it is application/json, 422 unless it parses."""
+    if request.mimetype != "application/json":
+        raise DetailError(415, "Content-Type must be application/json")
+    raw = _raw_body()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _decode_problem("body is not valid UTF-8", exc.start) from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant,
+                          object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise _decode_problem(exc.msg, exc.pos, exc.lineno, exc.colno) from None
+    except RecursionError:
+        raise _decode_problem("JSON nested too deeply", 0) from None
+    except ValueError as exc:
+        # NaN/Infinity literals, integers longer than Python converts, repeated keys.
+        raise _decode_problem(str(exc).split(";")[0], 0) from None
+
+
+def validated_body(schema):
+    """The body loaded through `schema`, keys given as null dropped."""
+    data = json_body()
+    try:
+        return load_body(schema, data)
+    except ValidationError as exc:
+        raise RequestInvalid(problems_from(exc.messages, "body")) from None
+
+
+def validated_query(schema):
+    """The query string loaded through `schema` (first value of a repeated parameter)."""
+    try:
+        return schema.load(request.args.to_dict(flat=True))
+    except ValidationError as exc:
+        raise RequestInvalid(problems_from(exc.messages, "query")) from None

@@ -1,0 +1,93 @@
+"""Flask CLI: `db upgrade`, `keys create|list|revoke`, `crypto rotate`, and the shell context."""
+import datetime as dt
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from . import crypto, migrations
+from .auth import create_key
+from .db import database
+from .models import ApiKey, AuditEvent, Integration
+from .representation import timestamp
+
+db_cli = AppGroup("db", help="Manage the database schema.")
+keys_cli = AppGroup("keys", help="Manage API keys.")
+crypto_cli = AppGroup("crypto", help="Manage credential encryption.")
+
+
+@db_cli.command("upgrade")
+def db_upgrade():
+    """Create or upgrade the schema (safe to run again), and the key file if no key is set."""
+    if not current_app.config["ENCRYPTION_KEYS"]:
+        crypto.ensure_key_file(current_app.instance_path)
+    start, end = migrations.upgrade()
+    click.echo(f"schema at version {end}" + (f" (was {start})" if start != end else " (up to date)"))
+
+
+@keys_cli.command("create")
+@click.option("--user-id", required=True, help="The user the key acts for, e.g. user_abc123.")
+@click.option("--email", default=None, help="The user's email, for your records.")
+@click.option("--label", default="", help="What the key is for, e.g. 'ci' or 'laptop'.")
+def keys_create(user_id, email, label):
+    """Create a key; it is printed once, alone on the last line."""
+    row, key = create_key(user_id.strip(), email, label)
+    click.echo(f"created key {row.id} for {row.user_id} (shown once, store it now):")
+    click.echo(key)
+
+
+@keys_cli.command("list")
+@click.option("--user-id", default=None, help="Only this user's keys.")
+def keys_list(user_id):
+    """List keys: id, user, label, first 7 characters, created, revoked."""
+    query = ApiKey.select().order_by(ApiKey.id)
+    if user_id:
+        query = query.where(ApiKey.user_id == user_id)
+    click.echo("id\tuser_id\tlabel\tprefix\tcreated_at\trevoked_at")
+    for row in query:
+        click.echo("\t".join(str(v) for v in (
+            row.id, row.user_id, row.label, row.prefix, timestamp(row.created_at),
+            timestamp(row.revoked_at) if row.revoked_at else "-")))
+
+
+@keys_cli.command("revoke")
+@click.argument("key_id", type=int)
+def keys_revoke(key_id):
+    """Revoke a key by id; it is refused from the next request on."""
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    updated = (ApiKey.update(revoked_at=now)
+               .where((ApiKey.id == key_id) & ApiKey.revoked_at.is_null()).execute())
+    if not updated:
+        if ApiKey.get_or_none(ApiKey.id == key_id) is None:
+            raise click.ClickException(f"no key with id {key_id}")
+        click.echo(f"key {key_id} was already revoked")
+        return
+    click.echo(f"revoked key {key_id}")
+
+
+@crypto_cli.command("rotate")
+def crypto_rotate():
+    """Re-encrypt every stored credential with the first key."""
+    vault = current_app.extensions["potpie_vault"]
+    if vault is None:
+        raise click.ClickException("no encryption key configured (POTPIE_ENCRYPTION_KEYS)")
+    rotated = 0
+    with database.atomic():
+        for row in Integration.select(Integration.id, Integration.credentials).where(
+                Integration.credentials.is_null(False)):
+            if not vault.uses_first_key(row.credentials):
+                Integration.update(credentials=vault.rotate(row.credentials)).where(
+                    Integration.id == row.id).execute()
+                rotated += 1
+    click.echo(f"re-encrypted {rotated} credential(s)")
+
+
+def init_app(app):
+    """Register the command groups and what `flask shell` preloads."""
+    for group in (db_cli, keys_cli, crypto_cli):
+        app.cli.add_command(group)
+
+    @app.shell_context_processor
+    def shell_context():
+        return {"app": app, "db": database, "Integration": Integration,
+                "ApiKey": ApiKey, "AuditEvent": AuditEvent}

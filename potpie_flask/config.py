@@ -1,0 +1,39 @@
+"""Package defaults; instance/config.py, then POTPIE_* environment variables override them."""
+
+# Request bodies larger than this answer 413 before any JSON is parsed.
+MAX_CONTENT_LENGTH = 64 * 1024
+
+# Milliseconds a SQLite writer waits for the lock before the request answers 503.
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+# FULL makes every acknowledged commit survive a power cut, not only a process crash.
+SQLITE_SYNCHRONOUS = "FULL"
+
+# Connections per worker process in the PostgreSQL pool (see README, "Sizing the pool").
+DATABASE_MAX_CONNECTIONS = 8
+# Seconds a request waits for a pooled connection before answering 503.
+DATABASE_POOL_TIMEOUT = 5
+# Seconds after which an idle pooled connection is recycled.
+DATABASE_STALE_TIMEOUT = 300
+# Seconds a PostgreSQL connection attempt may take.
+DATABASE_CONNECT_TIMEOUT = 5
+
+# Seconds a client is told to wait after a 503.
+RETRY_AFTER_SECONDS = 5
+
+# Comma-separated Fernet keys; the first encrypts, all decrypt. Empty: use instance/credentials.key.
+ENCRYPTION_KEYS = ""
+
+# Rate limits (SPEC section 11, README "Rate limits"); limit strings in the `limits` notation.
+RATELIMIT_ENABLED = True
+# Per API key, one budget across every /api/v2 route that needs a key.
+RATELIMIT_DEFAULT = "600 per minute"
+# Answers of 401 per client address; beyond it 429 before any key lookup.
+RATELIMIT_AUTH_FAILURES = "30 per minute"
+# memory:// counts per worker process; redis://host:port/db shares counters across workers
+# and instances.
+RATELIMIT_STORAGE_URI = "memory://"
+# Prefix of the storage keys, so that several deployments can share one Redis database.
+RATELIMIT_KEY_PREFIX = "potpie"
+# Seconds Redis may take to connect or answer before it counts as down (then: fail open).
+RATELIMIT_STORAGE_TIMEOUT = 0.5

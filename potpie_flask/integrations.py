@@ -1,0 +1,272 @@
+"""Domain operations on integrations; each write is one transaction with its audit row.
+
+Nothing here knows about HTTP: callers pass the owner, validated fields, the
+credential vault and a request id, and get model rows or domain errors back.
+"""
+import datetime as dt
+import json
+import re
+import uuid
+
+import peewee
+
+from .db import database, supports_row_locks
+from .models import AuditEvent, Integration
+
+SECRET_FIELDS = ("access_token", "refresh_token", "code")
+REDACTED = "[redacted]"
+# A save races another one for the same identifier at most this often before it sees the winner.
+_SAVE_ATTEMPTS = 3
+_ONE_MICROSECOND = dt.timedelta(microseconds=1)
+# The only form integration ids are stored in (str(uuid4())); anything else cannot exist.
+_INTEGRATION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+class IntegrationNotFound(Exception):
+    """No integration with this id for this owner."""
+
+
+class NameTaken(Exception):
+    """Another integration of the owner already has this name."""
+
+
+class TypeChangeRefused(Exception):
+    """The unique_identifier belongs to an integration of another type."""
+
+
+def utcnow():
+    """The current time in UTC, naive, as stored."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def name_key(name):
+    """What makes two names the same: case-insensitive, surrounding whitespace ignored."""
+    return name.strip().casefold()
+
+
+def _locked(query):
+    return query.for_update() if supports_row_locks() else query
+
+
+def _known_id(integration_id):
+    """Refuse ids that are not UUIDs before they reach SQL (PostgreSQL rejects NUL bytes)."""
+    if not _INTEGRATION_ID.fullmatch(integration_id):
+        raise IntegrationNotFound()
+
+
+def _owned(owner, integration_id):
+    _known_id(integration_id)
+    return Integration.select().where(
+        (Integration.owner == owner) & (Integration.id == integration_id))
+
+
+def get(owner, integration_id):
+    """The owner's integration with this id, or IntegrationNotFound."""
+    row = _owned(owner, integration_id).first()
+    if row is None:
+        raise IntegrationNotFound()
+    return row
+
+
+def free_copy_name(owner, row):
+    """A name for a copy of the row that none of the owner's integrations holds yet."""
+    for n in range(1, 1000):
+        suffix = " (copy)" if n == 1 else f" (copy {n})"
+        candidate = row.name[:255 - len(suffix)] + suffix
+        taken = Integration.select().where(
+            (Integration.owner == owner) & (Integration.name_key == name_key(candidate)))
+        if not taken.exists():
+            return candidate
+    return f"{row.name[:200]} ({uuid.uuid4()})"
+
+
+def list_integrations(owner, filters, limit, offset):
+    """One page of the owner's integrations, newest first, and the total that match."""
+    query = Integration.select().where(Integration.owner == owner)
+    for key in ("integration_type", "status", "active", "org_slug"):
+        if key in filters:
+            query = query.where(getattr(Integration, key) == filters[key])
+    total = query.count()
+    page = query.order_by(Integration.created_at.desc(), Integration.id).limit(limit).offset(offset)
+    return list(page), total
+
+
+def audit_trail(owner, integration_id, limit, offset):
+    """One page of an integration's audit events, newest first, and their total."""
+    _known_id(integration_id)
+    query = AuditEvent.select().where(
+        (AuditEvent.owner == owner) & (AuditEvent.integration_id == integration_id))
+    total = query.count()
+    if total == 0:
+        raise IntegrationNotFound()
+    page = query.order_by(AuditEvent.timestamp.desc(), AuditEvent.id.desc()).limit(limit).offset(offset)
+    return list(page), total
+
+
+def save(owner, fields, vault, request_id=None):
+    """Create an integration, or update the owner's one with the same unique_identifier."""
+    for attempt in range(_SAVE_ATTEMPTS):
+        try:
+            with database.atomic():
+                return _save_once(owner, fields, vault, request_id)
+        except peewee.IntegrityError:
+            if _name_held_by_another(owner, fields):
+                raise NameTaken() from None
+            if attempt == _SAVE_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _name_held_by_another(owner, fields):
+    query = Integration.select().where(
+        (Integration.owner == owner) & (Integration.name_key == name_key(fields["name"])))
+    if fields.get("unique_identifier"):
+        query = query.where(Integration.unique_identifier != fields["unique_identifier"])
+    return query.exists()
+
+
+def _save_once(owner, fields, vault, request_id):
+    existing = None
+    if fields.get("unique_identifier"):
+        existing = _locked(Integration.select().where(
+            (Integration.owner == owner)
+            & (Integration.unique_identifier == fields["unique_identifier"]))).first()
+    if existing is None:
+        return _create(owner, fields, vault, request_id)
+    if existing.integration_type != fields["integration_type"]:
+        raise TypeChangeRefused()
+    return _change(existing, fields, vault, request_id)
+
+
+def _create(owner, fields, vault, request_id):
+    now = utcnow()
+    integration_id = str(uuid.uuid4())
+    row = Integration(
+        id=integration_id,
+        owner=owner,
+        integration_type=fields["integration_type"],
+        unique_identifier=fields.get("unique_identifier")
+        or f"{fields['integration_type']}-{integration_id}",
+        status="active",
+        active=True,
+        created_at=now,
+        updated_at=now,
+    )
+    defaults = {"scope_data": {}, "metadata": {}}
+    changes = _apply(row, {**defaults, **fields}, vault, creating=True)
+    row.save(force_insert=True)
+    _record(row, "create", changes, now, request_id)
+    return row
+
+
+def update(owner, integration_id, fields, vault, request_id=None):
+    """Change some fields of the owner's integration (PATCH/PUT)."""
+    try:
+        with database.atomic():
+            row = _locked(_owned(owner, integration_id)).first()
+            if row is None:
+                raise IntegrationNotFound()
+            return _change(row, fields, vault, request_id)
+    except peewee.IntegrityError:
+        # The name index is the only unique constraint an update can break.
+        raise NameTaken() from None
+
+
+def _change(row, fields, vault, request_id):
+    changes = _apply(row, fields, vault, creating=False)
+    if changes:
+        now = max(utcnow(), row.updated_at + _ONE_MICROSECOND)
+        row.updated_at = now
+        row.save()
+        _record(row, "update", changes, now, request_id)
+    return row
+
+
+def delete(owner, integration_id, request_id=None):
+    """Delete the owner's integration and its credentials; the audit trail stays."""
+    with database.atomic():
+        row = _locked(_owned(owner, integration_id)).first()
+        if row is None:
+            raise IntegrationNotFound()
+        changes = {key: {"old": value, "new": None} for key, value in _public_state(row).items()}
+        if row.token_type is not None:
+            changes["auth_data"] = {"old": REDACTED, "new": None}
+        row.delete_instance()
+        _record(row, "delete", changes, utcnow(), request_id)
+
+
+def _public_state(row):
+    return {
+        "name": row.name,
+        "integration_type": row.integration_type,
+        "status": row.status,
+        "active": row.active,
+        "unique_identifier": row.unique_identifier,
+        "scope_data": row.scope_data(),
+        "metadata": row.metadata(),
+    }
+
+
+def _apply(row, fields, vault, creating):
+    """Copy the given fields onto the row; return what changed, in audit form."""
+    before = {} if creating else _public_state(row)
+    for key in ("name", "status", "active"):
+        if key in fields:
+            setattr(row, key, fields[key])
+    row.name_key = name_key(row.name)
+    if "scope_data" in fields:
+        row.set_scope_data({key: fields["scope_data"].get(key) for key in Integration.SCOPE_KEYS})
+    if "metadata" in fields:
+        row.set_metadata(_metadata_with_defaults(fields["metadata"], row.name))
+    after = _public_state(row)
+    changes = {
+        key: {"old": before.get(key), "new": value}
+        for key, value in after.items()
+        if creating or before[key] != value
+    }
+    if "auth_data" in fields:
+        had_auth = row.token_type is not None
+        if _set_auth(row, fields["auth_data"], vault):
+            changes["auth_data"] = {"old": REDACTED if had_auth and not creating else None,
+                                    "new": REDACTED}
+    return changes
+
+
+def _metadata_with_defaults(given, name):
+    def value(key, default=None):
+        return default if given.get(key) is None else given[key]
+
+    return {
+        "instance_name": value("instance_name", name),
+        "created_via": value("created_via", "manual"),
+        "version": value("version"),
+        "description": value("description"),
+        "tags": value("tags", []),
+    }
+
+
+def _set_auth(row, given, vault):
+    """Store auth_data on the row; False when it equals what is stored already."""
+    token_type = "Bearer" if given.get("token_type") is None else given["token_type"]
+    secrets = {key: given[key] for key in SECRET_FIELDS if given.get(key)}
+    stored_secrets = vault.open(row.credentials) if row.credentials else None
+    if (row.token_type, row.expires_at, row.auth_scope, stored_secrets) == (
+            token_type, given.get("expires_at"), given.get("scope"), secrets):
+        return False
+    row.token_type = token_type
+    row.expires_at = given.get("expires_at")
+    row.auth_scope = given.get("scope")
+    row.credentials = vault.seal(secrets)
+    row.has_access_token = "access_token" in secrets
+    return True
+
+
+def _record(row, action, changes, timestamp, request_id):
+    AuditEvent.create(
+        integration_id=row.id,
+        owner=row.owner,
+        action=action,
+        timestamp=timestamp,
+        request_id=request_id,
+        changes=json.dumps(changes),
+    )

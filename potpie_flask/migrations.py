@@ -1,0 +1,37 @@
+"""Versioned, idempotent schema upgrades (`flask db upgrade`)."""
+from .db import database
+from .models import ALL_MODELS, SchemaVersion
+
+
+def _create_initial_tables():
+    database.create_tables(ALL_MODELS, safe=True)
+
+
+# Append new steps (e.g. playhouse.migrate operations); never edit an applied one.
+MIGRATIONS = (_create_initial_tables,)
+
+# Any constant key works; it only serializes concurrent upgrades on one PostgreSQL.
+_PG_LOCK_KEY = 0x706F747069
+
+
+def current_version():
+    """The applied schema version, 0 for an empty database."""
+    if not database.table_exists(SchemaVersion._meta.table_name):
+        return 0
+    row = SchemaVersion.select().order_by(SchemaVersion.version.desc()).first()
+    return row.version if row else 0
+
+
+def upgrade():
+    """Apply every pending migration in one transaction; returns (from_version, to_version)."""
+    with database.atomic():
+        if database.obj.for_update:
+            database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))
+        database.create_tables([SchemaVersion], safe=True)
+        start = current_version()
+        for step in MIGRATIONS[start:]:
+            step()
+        if start < len(MIGRATIONS):
+            SchemaVersion.delete().execute()
+            SchemaVersion.create(version=len(MIGRATIONS))
+    return start, len(MIGRATIONS)

@@ -1,0 +1,115 @@
+"""Peewee models: API keys, integrations and their audit trail."""
+import json
+
+import peewee
+
+from .db import database
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class ApiKey(BaseModel):
+    """An API key of a user; only the SHA-256 of the key is stored."""
+
+    user_id = peewee.CharField(max_length=255, index=True)
+    email = peewee.CharField(max_length=255, null=True)
+    label = peewee.CharField(max_length=255, default="")
+    key_hash = peewee.CharField(max_length=64, unique=True)
+    prefix = peewee.CharField(max_length=7)
+    created_at = peewee.DateTimeField()
+    revoked_at = peewee.DateTimeField(null=True)
+
+
+class Integration(BaseModel):
+    """One saved integration of an owner, with its credentials encrypted in `credentials`."""
+
+    id = peewee.CharField(max_length=36, primary_key=True)
+    owner = peewee.CharField(max_length=255)
+    name = peewee.CharField(max_length=255)
+    # casefold(strip(name)): the unique index that makes names case-insensitively unique.
+    name_key = peewee.CharField(max_length=1024)
+    integration_type = peewee.CharField(max_length=32)
+    status = peewee.CharField(max_length=16)
+    active = peewee.BooleanField()
+    unique_identifier = peewee.CharField(max_length=255)
+    created_at = peewee.DateTimeField()
+    updated_at = peewee.DateTimeField()
+
+    org_slug = peewee.CharField(max_length=255, null=True)
+    installation_id = peewee.CharField(max_length=255, null=True)
+    workspace_id = peewee.CharField(max_length=255, null=True)
+    project_id = peewee.CharField(max_length=255, null=True)
+
+    instance_name = peewee.CharField(max_length=255, null=True)
+    created_via = peewee.CharField(max_length=64, null=True)
+    version = peewee.CharField(max_length=64, null=True)
+    description = peewee.TextField(null=True)
+    tags = peewee.TextField(default="[]")
+
+    # Non-secret parts of auth_data; NULL token_type means no auth_data was ever given.
+    token_type = peewee.CharField(max_length=64, null=True)
+    expires_at = peewee.DateTimeField(null=True)
+    auth_scope = peewee.TextField(null=True)
+    # Fernet token of {"access_token", "refresh_token", "code"}: the only place secrets live.
+    credentials = peewee.TextField(null=True)
+    has_access_token = peewee.BooleanField(default=False)
+
+    SCOPE_KEYS = ("org_slug", "installation_id", "workspace_id", "project_id")
+    METADATA_KEYS = ("instance_name", "created_via", "version", "description", "tags")
+
+    def scope_data(self):
+        """The four scope keys, null when unset."""
+        return {key: getattr(self, key) for key in self.SCOPE_KEYS}
+
+    def set_scope_data(self, scope):
+        for key in self.SCOPE_KEYS:
+            setattr(self, key, scope[key])
+
+    def metadata(self):
+        """The five metadata keys as stored."""
+        return {
+            "instance_name": self.instance_name,
+            "created_via": self.created_via,
+            "version": self.version,
+            "description": self.description,
+            "tags": json.loads(self.tags),
+        }
+
+    def set_metadata(self, metadata):
+        for key in self.METADATA_KEYS[:-1]:
+            setattr(self, key, metadata[key])
+        self.tags = json.dumps(metadata["tags"])
+
+    class Meta:
+        indexes = (
+            (("owner", "unique_identifier"), True),
+            (("owner", "name_key"), True),
+            (("owner", "created_at", "id"), False),
+        )
+
+
+class AuditEvent(BaseModel):
+    """One committed change of an integration; kept after the integration is deleted."""
+
+    integration_id = peewee.CharField(max_length=36)
+    owner = peewee.CharField(max_length=255)
+    action = peewee.CharField(max_length=16)
+    timestamp = peewee.DateTimeField()
+    request_id = peewee.CharField(max_length=128, null=True)
+    changes = peewee.TextField()
+
+    class Meta:
+        indexes = ((("owner", "integration_id", "timestamp"), False),)
+
+
+class SchemaVersion(BaseModel):
+    """The schema version `db upgrade` last applied."""
+
+    version = peewee.IntegerField()
+
+
+ALL_MODELS = (ApiKey, Integration, AuditEvent)

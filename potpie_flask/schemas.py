@@ -1,0 +1,101 @@
+"""Request schemas: every rule of SPEC section 6 on bodies and query strings."""
+from marshmallow import Schema, ValidationError, validates_schema
+
+from .fields import (EXTRA, NOT_A_DICT, BoundedList, Choice, Object, QueryBool, QueryInt,
+                     StrictBool, Text, UtcDateTime)
+
+INTEGRATION_TYPES = ("sentry", "jira", "linear", "confluence", "slack", "github")
+STATUSES = ("active", "inactive", "pending", "error")
+SECRET_FIELDS = ("access_token", "refresh_token", "code")
+
+
+class StrictSchema(Schema):
+    """Unknown keys and non-object input are errors in the SPEC's words."""
+
+    error_messages = {"unknown": EXTRA, "type": NOT_A_DICT}
+
+
+class AuthDataSchema(StrictSchema):
+    access_token = Text(max_length=8192, allow_none=True, load_only=True)
+    refresh_token = Text(max_length=8192, allow_none=True, load_only=True)
+    code = Text(max_length=8192, allow_none=True, load_only=True)
+    token_type = Text(max_length=64, allow_none=True)
+    expires_at = UtcDateTime(allow_none=True)
+    scope = Text(max_length=2048, allow_none=True)
+
+    @validates_schema
+    def require_a_credential(self, data, **kwargs):
+        if not any(data.get(name) for name in SECRET_FIELDS):
+            raise ValidationError("Provide at least one of: access_token, refresh_token, or code")
+
+
+class ScopeDataSchema(StrictSchema):
+    org_slug = Text(max_length=255, allow_none=True)
+    installation_id = Text(max_length=255, allow_none=True)
+    workspace_id = Text(max_length=255, allow_none=True)
+    project_id = Text(max_length=255, allow_none=True)
+
+
+class MetadataSchema(StrictSchema):
+    instance_name = Text(max_length=255, allow_none=True)
+    created_via = Text(max_length=64, allow_none=True)
+    version = Text(max_length=64, allow_none=True)
+    description = Text(max_length=2000, multiline=True, allow_none=True)
+    tags = BoundedList(Text(min_length=1, max_length=64), max_items=50, allow_none=True)
+
+
+class IntegrationSaveSchema(StrictSchema):
+    """POST /save body."""
+
+    name = Text(required=True, min_length=1, max_length=255, strip=True)
+    integration_type = Choice(INTEGRATION_TYPES, required=True)
+    status = Choice(STATUSES)
+    active = StrictBool()
+    unique_identifier = Text(min_length=1, max_length=255, no_whitespace=True, allow_none=True)
+    auth_data = Object(AuthDataSchema, allow_none=True)
+    scope_data = Object(ScopeDataSchema, allow_none=True)
+    metadata = Object(MetadataSchema, allow_none=True)
+
+
+class IntegrationChangeSchema(IntegrationSaveSchema):
+    """PATCH/PUT body: any save field except the type and the identifier; at least one."""
+
+    name = Text(min_length=1, max_length=255, strip=True)
+
+    class Meta:
+        exclude = ("integration_type", "unique_identifier")
+
+    @validates_schema
+    def require_a_field(self, data, **kwargs):
+        if not _given(data):
+            raise ValidationError("at least one field is required")
+
+
+def _given(data):
+    """The fields of a loaded body that count as given: null means omitted."""
+    return {key: value for key, value in data.items() if value is not None}
+
+
+class ListQuerySchema(StrictSchema):
+    integration_type = Choice(INTEGRATION_TYPES)
+    status = Choice(STATUSES)
+    active = QueryBool()
+    org_slug = Text(max_length=255)
+    limit = QueryInt(minimum=1, maximum=200, load_default=50)
+    offset = QueryInt(minimum=0, load_default=0)
+
+
+class PageQuerySchema(StrictSchema):
+    limit = QueryInt(minimum=1, maximum=200, load_default=50)
+    offset = QueryInt(minimum=0, load_default=0)
+
+
+def load_body(schema, data):
+    """Validate a body and drop the keys given as null, which mean "not given"."""
+    return _given(schema.load(data))
+
+
+SAVE_BODY = IntegrationSaveSchema()
+CHANGE_BODY = IntegrationChangeSchema()
+LIST_QUERY = ListQuerySchema()
+PAGE_QUERY = PageQuerySchema()

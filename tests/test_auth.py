@@ -1,0 +1,93 @@
+"""x-api-key authentication (SPEC section 2) and the keys CLI (section 8)."""
+import re
+
+import pytest
+
+from potpie_flask.auth import hash_key
+from potpie_flask.models import ApiKey
+
+LIST = "/api/v2/integrations"
+REQUIRED = {"detail": "API key is required"}
+INVALID = {"detail": "Invalid API key"}
+
+
+@pytest.mark.parametrize("headers", [{}, {"x-api-key": ""}, {"x-api-key": "   "}],
+                         ids=["missing", "empty", "whitespace"])
+def test_missing_key_is_401_required(client, headers):
+    r = client.get(LIST, headers=headers)
+    assert r.status_code == 401
+    assert r.get_json() == REQUIRED
+    assert r.headers["WWW-Authenticate"] == "ApiKey"
+
+
+@pytest.mark.parametrize("key", [
+    "sk-" + "0" * 64,               # well-formed, unknown
+    "sk-" + "A" * 64,               # uppercase hex
+    "sk-short",                     # malformed
+    "Bearer sk-" + "0" * 64,        # wrong scheme
+])
+def test_unknown_or_malformed_key_is_401_invalid(client, key):
+    r = client.get(LIST, headers={"x-api-key": key})
+    assert r.status_code == 401
+    assert r.get_json() == INVALID
+    assert r.headers["WWW-Authenticate"] == "ApiKey"
+
+
+def test_key_in_query_string_is_not_accepted(client, api_key):
+    r = client.get(f"{LIST}?x-api-key={api_key}")
+    assert r.status_code == 401
+    assert r.get_json() == REQUIRED
+
+
+def test_valid_key_acts_for_its_owner(api):
+    r = api.get(LIST)
+    assert r.status_code == 200
+    assert r.get_json() == {"success": True, "data": [], "error": None,
+                            "pagination": {"limit": 50, "offset": 0, "total": 0}}
+
+
+def test_only_the_hash_of_a_key_is_stored(app, api_key):
+    with app.app_context():
+        row = ApiKey.get()
+        assert row.key_hash == hash_key(api_key)
+        assert row.prefix == api_key[:7]
+        stored = [str(v) for v in ApiKey.select().tuples().get()]
+        assert not any(api_key in value or api_key[7:] in value for value in stored)
+
+
+def test_keys_cli_create_list_revoke(runner, client):
+    created = runner.invoke(args=["keys", "create", "--user-id", "user_cli",
+                                  "--email", "a@b.c", "--label", "laptop"])
+    assert created.exit_code == 0, created.output
+    key = created.output.strip().splitlines()[-1]
+    assert re.fullmatch(r"sk-[0-9a-f]{64}", key)
+    assert client.get(LIST, headers={"x-api-key": key}).status_code == 200
+
+    listed = runner.invoke(args=["keys", "list", "--user-id", "user_cli"])
+    assert listed.exit_code == 0
+    lines = listed.output.strip().splitlines()
+    assert lines[0] == "id\tuser_id\tlabel\tprefix\tcreated_at\trevoked_at"
+    key_id, user, label, prefix, created_at, revoked = lines[1].split("\t")
+    assert (user, label, prefix, revoked) == ("user_cli", "laptop", key[:7], "-")
+    assert key[7:] not in listed.output
+
+    revoked = runner.invoke(args=["keys", "revoke", key_id])
+    assert revoked.exit_code == 0
+    assert revoked.output == f"revoked key {key_id}\n"
+    r = client.get(LIST, headers={"x-api-key": key})
+    assert r.status_code == 401
+    assert r.get_json() == INVALID
+    assert runner.invoke(args=["keys", "list"]).output.strip().splitlines()[1].split("\t")[5] != "-"
+
+
+def test_revoking_an_unknown_key_fails_clearly(runner):
+    result = runner.invoke(args=["keys", "revoke", "999"])
+    assert result.exit_code != 0
+    assert "no key with id 999" in result.output
+
+
+def test_a_user_may_hold_several_keys(runner, client):
+    keys = [runner.invoke(args=["keys", "create", "--user-id", "u"]).output.split()[-1]
+            for _ in range(2)]
+    assert keys[0] != keys[1]
+    assert all(client.get(LIST, headers={"x-api-key": k}).status_code == 200 for k in keys)

@@ -1,0 +1,162 @@
+"""GET, PATCH and PUT /api/v2/integrations/<id> (SPEC section 6)."""
+import json
+
+import pytest
+
+from potpie_flask.models import AuditEvent, Integration
+
+from .helpers import FULL_BODY, NEVER_EXISTED, NOT_FOUND, create, one, problem
+
+CHANGE_METHODS = ["patch", "put"]
+
+
+def test_read_returns_the_same_object_as_save(api):
+    saved = create(api, **FULL_BODY)
+    r = api.get(one(saved["integration_id"]))
+    assert r.status_code == 200
+    assert r.get_json() == {"success": True, "data": saved, "error": None}
+
+
+@pytest.mark.parametrize("iid", [NEVER_EXISTED, "not-a-uuid", NEVER_EXISTED.upper()])
+def test_read_unknown_or_malformed_id_is_404(api, iid):
+    r = api.get(one(iid))
+    assert r.status_code == 404
+    assert r.get_json() == NOT_FOUND
+
+
+@pytest.mark.parametrize("method", CHANGE_METHODS)
+def test_change_some_fields_keeps_the_rest(api, app, method):
+    saved = create(api, **FULL_BODY)
+    r = getattr(api, method)(one(saved["integration_id"]),
+                             json={"name": " Renamed ", "status": "inactive", "active": False})
+    assert r.status_code == 200
+    data = r.get_json()["data"]
+    assert data == {**saved, "name": "Renamed", "status": "inactive", "active": False,
+                    "updated_at": data["updated_at"]}
+    assert data["updated_at"] > saved["updated_at"]
+    assert api.get(one(saved["integration_id"])).get_json()["data"] == data
+    with app.app_context():
+        update = AuditEvent.select().where(AuditEvent.action == "update").get()
+        assert json.loads(update.changes) == {
+            "name": {"old": "Production Sentry", "new": "Renamed"},
+            "status": {"old": "active", "new": "inactive"},
+            "active": {"old": True, "new": False},
+        }
+
+
+@pytest.mark.parametrize("method", CHANGE_METHODS)
+def test_nested_objects_given_replace_the_stored_ones_whole(api, app, method):
+    saved = create(api, **FULL_BODY)
+    r = getattr(api, method)(one(saved["integration_id"]), json={
+        "scope_data": {"workspace_id": "w1"},
+        "metadata": {"tags": ["new"]},
+        "auth_data": {"refresh_token": "r2"},
+    })
+    assert r.status_code == 200
+    data = r.get_json()["data"]
+    assert data["scope_data"] == {"org_slug": None, "installation_id": None,
+                                  "workspace_id": "w1", "project_id": None}
+    assert data["metadata"] == {"instance_name": "Production Sentry", "created_via": "manual",
+                                "version": None, "description": None, "tags": ["new"]}
+    assert data["auth_data"] == {"token_type": "Bearer", "expires_at": None, "scope": None}
+    assert data["has_auth_data"] is False and data["has_scope_data"] is True
+    with app.app_context():
+        assert app.extensions["potpie_vault"].open(Integration.get().credentials) == {
+            "refresh_token": "r2"}
+        changes = json.loads(AuditEvent.select().where(AuditEvent.action == "update")
+                             .get().changes)
+        assert changes["auth_data"] == {"old": "[redacted]", "new": "[redacted]"}
+
+
+def test_change_that_changes_nothing_keeps_updated_at_and_writes_no_audit(api, app):
+    saved = create(api, **FULL_BODY)
+    r = api.patch(one(saved["integration_id"]), json={"name": "Production Sentry"})
+    assert r.status_code == 200
+    assert r.get_json()["data"] == saved
+    with app.app_context():
+        assert AuditEvent.select().count() == 1
+
+
+@pytest.mark.parametrize("method", CHANGE_METHODS)
+def test_type_and_identifier_are_not_accepted(api, app, method):
+    saved = create(api, **FULL_BODY)
+    r = getattr(api, method)(one(saved["integration_id"]), json={
+        "integration_type": "jira", "unique_identifier": "other", "status": "error"})
+    assert r.status_code == 422
+    # marshmallow finds unknown keys through a set: their order is not defined.
+    assert sorted(r.get_json()["detail"], key=lambda p: p["loc"]) == [
+        problem(["body", "integration_type"], "extra fields not permitted", "value_error.extra"),
+        problem(["body", "unique_identifier"], "extra fields not permitted", "value_error.extra"),
+    ]
+    assert api.get(one(saved["integration_id"])).get_json()["data"] == saved
+
+
+@pytest.mark.parametrize("method", CHANGE_METHODS)
+@pytest.mark.parametrize("body", [{}, {"metadata": None, "auth_data": None}])
+def test_empty_body_is_422(api, method, body):
+    saved = create(api, **FULL_BODY)
+    r = getattr(api, method)(one(saved["integration_id"]), json=body)
+    assert r.status_code == 422
+    assert r.get_json() == {"detail": [
+        {"loc": ["body"], "msg": "at least one field is required", "type": "value_error"}]}
+
+
+@pytest.mark.parametrize("body, problems", [
+    ({"name": None}, [problem(["body", "name"], "none is not an allowed value",
+                              "type_error.none.not_allowed")]),
+    ({"name": "   "}, [problem(["body", "name"], "ensure this value has at least 1 characters",
+                               "value_error.any_str.min_length", limit_value=1)]),
+    ({"active": "true", "status": None}, [
+        problem(["body", "status"], "none is not an allowed value", "type_error.none.not_allowed"),
+        problem(["body", "active"], "value could not be parsed to a boolean", "type_error.bool"),
+    ]),
+    ({"auth_data": {"scope": "x"}}, [
+        problem(["body", "auth_data"], "Provide at least one of: access_token, refresh_token, "
+                                       "or code", "value_error")]),
+    ({"scope_data": {"org": "x"}}, [
+        problem(["body", "scope_data", "org"], "extra fields not permitted", "value_error.extra")]),
+    ([], [problem(["body"], "value is not a valid dict", "type_error.dict")]),
+])
+def test_invalid_change_is_422_and_changes_nothing(api, app, body, problems):
+    saved = create(api, **FULL_BODY)
+    r = api.patch(one(saved["integration_id"]), json=body)
+    assert r.status_code == 422
+    assert r.get_json() == {"detail": problems}
+    assert api.get(one(saved["integration_id"])).get_json()["data"] == saved
+
+
+def test_change_needs_a_json_body(api):
+    saved = create(api, **FULL_BODY)
+    r = api.patch(one(saved["integration_id"]), data="name=x",
+                  content_type="application/x-www-form-urlencoded")
+    assert r.status_code == 415
+    assert r.get_json() == {"detail": "Content-Type must be application/json"}
+
+
+@pytest.mark.parametrize("method", CHANGE_METHODS)
+def test_name_clash_is_409_and_changes_nothing(api, app, method):
+    create(api, name="Taken", integration_type="jira")
+    saved = create(api, **FULL_BODY)
+    r = getattr(api, method)(one(saved["integration_id"]),
+                             json={"name": " TAKEN ", "status": "error"})
+    assert r.status_code == 409
+    assert r.get_json() == {"success": False, "data": None,
+                            "error": "Failed to update integration: "
+                                     "Integration with this name already exists"}
+    assert api.get(one(saved["integration_id"])).get_json()["data"] == saved
+    with app.app_context():
+        assert AuditEvent.select().where(AuditEvent.action == "update").count() == 0
+
+
+def test_renaming_to_its_own_name_in_another_case_is_not_a_clash(api):
+    saved = create(api, **FULL_BODY)
+    r = api.put(one(saved["integration_id"]), json={"name": "PRODUCTION sentry"})
+    assert r.status_code == 200
+    assert r.get_json()["data"]["name"] == "PRODUCTION sentry"
+
+
+@pytest.mark.parametrize("method", CHANGE_METHODS)
+def test_change_of_unknown_id_is_404(api, method):
+    r = getattr(api, method)(one(NEVER_EXISTED), json={"status": "error"})
+    assert r.status_code == 404
+    assert r.get_json() == NOT_FOUND

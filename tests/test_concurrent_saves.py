@@ -1,0 +1,56 @@
+"""Concurrent saves through a real gunicorn with two workers (SPEC section 6, upsert)."""
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from .servers import Gunicorn, flask_cli, server_env
+
+SAVE = "/api/v2/integrations/save"
+CLIENTS = 20
+
+
+@pytest.fixture
+def server(db_settings, instance_path, tmp_path):
+    """gunicorn (2 workers) over this backend's database, with a key of user_abc123."""
+    env = server_env(instance_path, db_settings)
+    flask_cli(env, "db", "upgrade")
+    key = flask_cli(env, "keys", "create", "--user-id", "user_abc123").split()[-1]
+    with Gunicorn(env, workers=2, log_path=tmp_path / "gunicorn.log") as gunicorn:
+        gunicorn.key = key
+        yield gunicorn
+
+
+def _save_all(server, bodies):
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        return list(pool.map(lambda body: server.request("POST", SAVE, body, server.key), bodies))
+
+
+def test_concurrent_saves_of_one_identifier_leave_one_integration(server):
+    body = {"name": "Race", "integration_type": "sentry", "unique_identifier": "race-1",
+            "auth_data": {"access_token": "t"}}
+    answers = _save_all(server, [body] * CLIENTS)
+    assert [status for status, _, _ in answers] == [200] * CLIENTS
+    ids = {payload["data"]["integration_id"] for _, payload, _ in answers}
+    assert len(ids) == 1
+    status, listing, _ = server.request("GET", "/api/v2/integrations", key=server.key)
+    assert status == 200
+    assert listing["pagination"]["total"] == 1
+    assert listing["data"][0]["integration_id"] in ids
+    iid = ids.pop()
+    _, audit, _ = server.request("GET", f"/api/v2/integrations/{iid}/audit", key=server.key)
+    assert [entry["action"] for entry in audit["data"]] == ["create"]
+
+
+def test_concurrent_saves_of_one_new_name_give_one_200_and_409s(server):
+    bodies = [{"name": "Same Name", "integration_type": "jira", "unique_identifier": f"n-{i}"}
+              for i in range(CLIENTS)]
+    answers = _save_all(server, bodies)
+    statuses = sorted(status for status, _, _ in answers)
+    assert statuses == [200] + [409] * (CLIENTS - 1)
+    for status, payload, _ in answers:
+        if status == 409:
+            assert payload == {"success": False, "data": None,
+                               "error": "Failed to save integration: "
+                                        "Integration with this name already exists"}
+    _, listing, _ = server.request("GET", "/api/v2/integrations", key=server.key)
+    assert listing["pagination"]["total"] == 1

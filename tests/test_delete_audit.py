@@ -1,0 +1,150 @@
+"""DELETE /api/v2/integrations/<id> and GET .../audit (SPEC section 6)."""
+import pytest
+
+from potpie_flask.models import AuditEvent, Integration
+
+from .conftest import OWNER
+from .helpers import FULL_BODY, NEVER_EXISTED, NOT_FOUND, TIMESTAMP, create, one, problem
+
+REDACTED = "[redacted]"
+
+
+def audit(iid):
+    return one(iid) + "/audit"
+
+
+def test_delete_is_204_with_no_body_and_then_404(api, app):
+    saved = create(api, **FULL_BODY)
+    r = api.delete(one(saved["integration_id"]))
+    assert r.status_code == 204
+    assert r.data == b""
+    assert "Content-Type" not in r.headers
+    assert api.get(one(saved["integration_id"])).get_json() == NOT_FOUND
+    again = api.delete(one(saved["integration_id"]))
+    assert again.status_code == 404
+    assert again.get_json() == NOT_FOUND
+    with app.app_context():
+        assert Integration.select().count() == 0
+        assert [e.action for e in AuditEvent.select().order_by(AuditEvent.id)] == [
+            "create", "delete"]
+
+
+def test_delete_frees_the_name_and_the_identifier(api):
+    saved = create(api, **FULL_BODY)
+    api.delete(one(saved["integration_id"]))
+    again = create(api, **FULL_BODY)
+    assert again["integration_id"] != saved["integration_id"]
+
+
+@pytest.mark.parametrize("iid", [NEVER_EXISTED, "nope"])
+def test_delete_of_unknown_id_is_404(api, iid):
+    r = api.delete(one(iid))
+    assert r.status_code == 404
+    assert r.get_json() == NOT_FOUND
+
+
+def test_audit_trail_records_create_update_delete_newest_first(api):
+    saved = create(api, **FULL_BODY)
+    iid = saved["integration_id"]
+    api.patch(one(iid), json={"name": "Renamed", "auth_data": {"access_token": "t2"}},
+              headers={"X-Request-ID": "req-update"})
+    api.delete(one(iid), headers={"X-Request-ID": "req-delete"})
+    r = api.get(audit(iid))
+    assert r.status_code == 200
+    body = r.get_json()
+    assert body["success"] is True and body["error"] is None
+    assert body["pagination"] == {"limit": 50, "offset": 0, "total": 3}
+    delete, update, create_ = body["data"]
+    for entry in body["data"]:
+        assert TIMESTAMP.fullmatch(entry["timestamp"])
+    assert delete["timestamp"] >= update["timestamp"] >= create_["timestamp"]
+    state = {
+        "name": "Renamed",
+        "integration_type": "sentry",
+        "status": "active",
+        "active": True,
+        "unique_identifier": "prod-sentry",
+        "scope_data": {"org_slug": "my-company", "installation_id": None,
+                       "workspace_id": None, "project_id": None},
+        "metadata": {"instance_name": "Production Sentry", "created_via": "api",
+                     "version": None, "description": "Error monitoring",
+                     "tags": ["production", "monitoring"]},
+    }
+    assert delete == {
+        "timestamp": delete["timestamp"], "user": OWNER, "action": "delete",
+        "resource_type": "integration", "integration_id": iid, "request_id": "req-delete",
+        "changes": {**{key: {"old": value, "new": None} for key, value in state.items()},
+                    "auth_data": {"old": REDACTED, "new": None}},
+    }
+    assert update == {
+        "timestamp": update["timestamp"], "user": OWNER, "action": "update",
+        "resource_type": "integration", "integration_id": iid, "request_id": "req-update",
+        "changes": {"name": {"old": "Production Sentry", "new": "Renamed"},
+                    "auth_data": {"old": REDACTED, "new": REDACTED}},
+    }
+    assert create_["action"] == "create"
+    assert create_["changes"] == {
+        **{key: {"old": None, "new": value}
+           for key, value in {**state, "name": "Production Sentry"}.items()},
+        "auth_data": {"old": None, "new": REDACTED},
+    }
+
+
+def test_audit_never_shows_a_secret(api):
+    saved = create(api, **FULL_BODY)
+    api.patch(one(saved["integration_id"]), json={"auth_data": {"code": "secret-code"}})
+    text = api.get(audit(saved["integration_id"])).get_data(as_text=True)
+    assert "sentry_token_here" not in text and "secret-code" not in text
+
+
+def test_audit_is_paginated(api):
+    saved = create(api, name="P", integration_type="jira")
+    for status in ("inactive", "pending", "error"):
+        api.patch(one(saved["integration_id"]), json={"status": status})
+    r = api.get(audit(saved["integration_id"]) + "?limit=2&offset=1")
+    assert r.status_code == 200
+    body = r.get_json()
+    assert body["pagination"] == {"limit": 2, "offset": 1, "total": 4}
+    assert [e["changes"].get("status", {}).get("new") for e in body["data"]] == [
+        "pending", "inactive"]
+
+
+def test_audit_query_is_validated(api):
+    saved = create(api, name="P", integration_type="jira")
+    r = api.get(audit(saved["integration_id"]) + "?limit=500&status=active")
+    assert r.status_code == 422
+    assert sorted(r.get_json()["detail"], key=lambda p: p["loc"]) == [
+        problem(["query", "limit"], "ensure this value is less than or equal to 200",
+                "value_error.number.not_le", limit_value=200),
+        problem(["query", "status"], "extra fields not permitted", "value_error.extra"),
+    ]
+
+
+@pytest.mark.parametrize("iid", [NEVER_EXISTED, "nope"])
+def test_audit_of_an_integration_never_held_is_404(api, iid):
+    r = api.get(audit(iid))
+    assert r.status_code == 404
+    assert r.get_json() == NOT_FOUND
+
+
+def test_a_failed_change_leaves_no_audit_row(api, app, monkeypatch):
+    """The audit row and the change share one transaction: neither exists without the other."""
+    from potpie_flask import integrations
+
+    saved = create(api, **FULL_BODY)
+
+    def broken_record(*args, **kwargs):
+        raise RuntimeError("audit storage failed")
+
+    monkeypatch.setattr(integrations, "_record", broken_record)
+    r = api.patch(one(saved["integration_id"]), json={"name": "Changed"})
+    assert r.status_code == 500
+    assert r.get_json() == {"success": False, "data": None,
+                            "error": "Failed to update integration: Internal server error"}
+    r = api.delete(one(saved["integration_id"]))
+    assert r.status_code == 500
+    assert r.get_json()["error"] == "Failed to delete integration: Internal server error"
+    monkeypatch.undo()
+    assert api.get(one(saved["integration_id"])).get_json()["data"] == saved
+    with app.app_context():
+        assert [e.action for e in AuditEvent.select()] == ["create"]

@@ -1,0 +1,124 @@
+"""GET /api/v2/integrations: filters, pagination, ordering, query validation (SPEC section 6)."""
+import datetime as dt
+
+import pytest
+
+from potpie_flask.models import Integration
+
+from .helpers import LIST, create, problem
+
+
+def _names(response):
+    return [item["name"] for item in response.get_json()["data"]]
+
+
+def test_empty_list_has_the_envelope_and_default_pagination(api):
+    r = api.get(LIST)
+    assert r.status_code == 200
+    assert r.get_json() == {"success": True, "data": [], "error": None,
+                            "pagination": {"limit": 50, "offset": 0, "total": 0}}
+
+
+def test_list_returns_full_objects_newest_first(api):
+    first = create(api, name="A", integration_type="jira")
+    second = create(api, name="B", integration_type="slack")
+    r = api.get(LIST)
+    assert r.status_code == 200
+    assert r.get_json() == {"success": True, "data": [second, first], "error": None,
+                            "pagination": {"limit": 50, "offset": 0, "total": 2}}
+
+
+def test_equal_created_at_is_ordered_by_integration_id(api, app):
+    ids = [create(api, name=f"N{i}", integration_type="jira")["integration_id"]
+           for i in range(4)]
+    with app.app_context():
+        Integration.update(created_at=dt.datetime(2025, 1, 15, 10, 30)).execute()
+    data = api.get(LIST).get_json()["data"]
+    assert [item["integration_id"] for item in data] == sorted(ids)
+    assert {item["created_at"] for item in data} == {"2025-01-15T10:30:00.000000Z"}
+
+
+def test_filters_combine(api):
+    create(api, name="S1", integration_type="sentry", scope_data={"org_slug": "acme"})
+    create(api, name="S2", integration_type="sentry", status="error", active=False,
+           scope_data={"org_slug": "acme"})
+    create(api, name="S3", integration_type="sentry", scope_data={"org_slug": "other"})
+    create(api, name="J1", integration_type="jira", scope_data={"org_slug": "acme"})
+    assert _names(api.get(LIST + "?integration_type=sentry")) == ["S3", "S2", "S1"]
+    assert _names(api.get(LIST + "?status=error")) == ["S2"]
+    assert _names(api.get(LIST + "?active=false")) == ["S2"]
+    assert _names(api.get(LIST + "?active=true")) == ["J1", "S3", "S1"]
+    assert _names(api.get(LIST + "?org_slug=acme")) == ["J1", "S2", "S1"]
+    r = api.get(LIST + "?integration_type=sentry&org_slug=acme&active=true")
+    assert _names(r) == ["S1"]
+    assert r.get_json()["pagination"] == {"limit": 50, "offset": 0, "total": 1}
+    assert _names(api.get(LIST + "?integration_type=github")) == []
+
+
+def test_limit_and_offset_page_through_with_the_total(api):
+    for i in range(5):
+        create(api, name=f"I{i}", integration_type="linear")
+    r = api.get(LIST + "?limit=2&offset=1")
+    assert r.status_code == 200
+    assert _names(r) == ["I3", "I2"]
+    assert r.get_json()["pagination"] == {"limit": 2, "offset": 1, "total": 5}
+    r = api.get(LIST + "?limit=2&offset=4")
+    assert _names(r) == ["I0"]
+    r = api.get(LIST + "?offset=10")
+    assert r.get_json() == {"success": True, "data": [], "error": None,
+                            "pagination": {"limit": 50, "offset": 10, "total": 5}}
+    assert api.get(LIST + "?limit=200").get_json()["pagination"]["limit"] == 200
+
+
+@pytest.mark.parametrize("query, problems", [
+    ("foo=1", [problem(["query", "foo"], "extra fields not permitted", "value_error.extra")]),
+    ("limit=0", [problem(["query", "limit"], "ensure this value is greater than or equal to 1",
+                         "value_error.number.not_ge", limit_value=1)]),
+    ("limit=201", [problem(["query", "limit"], "ensure this value is less than or equal to 200",
+                           "value_error.number.not_le", limit_value=200)]),
+    ("limit=ten", [problem(["query", "limit"], "value is not a valid integer",
+                           "type_error.integer")]),
+    ("limit=1.5", [problem(["query", "limit"], "value is not a valid integer",
+                           "type_error.integer")]),
+    ("offset=-1", [problem(["query", "offset"], "ensure this value is greater than or equal to 0",
+                           "value_error.number.not_ge", limit_value=0)]),
+    ("active=yes", [problem(["query", "active"], "value could not be parsed to a boolean",
+                            "type_error.bool")]),
+    ("status=Active", [problem(
+        ["query", "status"],
+        "value is not a valid enumeration member; permitted: "
+        "'active', 'inactive', 'pending', 'error'",
+        "type_error.enum", enum_values=["active", "inactive", "pending", "error"])]),
+    ("integration_type=gitlab", [problem(
+        ["query", "integration_type"],
+        "value is not a valid enumeration member; permitted: "
+        "'sentry', 'jira', 'linear', 'confluence', 'slack', 'github'",
+        "type_error.enum",
+        enum_values=["sentry", "jira", "linear", "confluence", "slack", "github"])]),
+    ("org_slug=" + "x" * 256, [problem(["query", "org_slug"],
+                                       "ensure this value has at most 255 characters",
+                                       "value_error.any_str.max_length", limit_value=255)]),
+])
+def test_bad_query_is_422_with_exact_problems(api, query, problems):
+    r = api.get(f"{LIST}?{query}")
+    assert r.status_code == 422
+    assert r.get_json() == {"detail": problems}
+
+
+def test_every_query_problem_is_listed(api):
+    r = api.get(LIST + "?limit=0&offset=-1&page=2")
+    assert r.status_code == 422
+    assert sorted(r.get_json()["detail"], key=lambda p: p["loc"]) == [
+        problem(["query", "limit"], "ensure this value is greater than or equal to 1",
+                "value_error.number.not_ge", limit_value=1),
+        problem(["query", "offset"], "ensure this value is greater than or equal to 0",
+                "value_error.number.not_ge", limit_value=0),
+        problem(["query", "page"], "extra fields not permitted", "value_error.extra"),
+    ]
+
+
+def test_list_needs_a_key(client):
+    r = client.get(LIST)
+    assert r.status_code == 401
+    assert r.headers["WWW-Authenticate"] == "ApiKey"
+    assert r.get_json() == {"detail": "API key is required"}

@@ -1,0 +1,139 @@
+"""Database outages: PostgreSQL cut behind a TCP proxy, and a SQLite writer holding the lock.
+
+SPEC section 4: an unreachable or locked database answers 503 with Retry-After and
+`Failed to save integration: Database unavailable`; section 6: /readyz 503,
+/healthz 200 meanwhile. After the outage the next requests succeed, without a
+restart and without an error from a connection that died in the pool.
+"""
+import sqlite3
+import time
+
+import pytest
+
+from .faults import SAVE, pg_address, post_json, workers
+from .proxy import TcpProxy
+from .servers import Gunicorn, server_env
+
+UNAVAILABLE = {"success": False, "data": None,
+               "error": "Failed to save integration: Database unavailable"}
+
+
+@pytest.fixture(params=["postgresql"])
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def proxy(request):
+    url = request.getfixturevalue("pg_url")
+    with TcpProxy(*pg_address(url)) as tcp:
+        yield tcp
+
+
+@pytest.fixture
+def db_settings(backend, request, tmp_path):
+    """PostgreSQL reached through the test's proxy; SQLite as usual."""
+    if backend == "sqlite":
+        return {"DATABASE_URL": "sqlite:///" + str(tmp_path / "instance" / "potpie.sqlite3")}
+    proxy = request.getfixturevalue("proxy")
+    return {"DATABASE_URL": proxy.url_for(request.getfixturevalue("pg_url")),
+            "POTPIE_ENCRYPTION_KEYS": request.getfixturevalue("pg_encryption_key")}
+
+
+def body(n):
+    return {"name": f"Outage {n}", "integration_type": "jira", "unique_identifier": f"outage-{n}",
+            "auth_data": {"access_token": f"token-{n}"}}
+
+
+def assert_unavailable(status, answer, headers):
+    assert status == 503
+    assert answer == UNAVAILABLE
+    assert int(headers["Retry-After"]) > 0
+
+
+def test_cut_answers_503_and_restore_needs_no_restart(api, client, proxy):
+    assert api.save(body(1)).status_code == 200  # leaves a connection idle in the pool
+
+    proxy.cut()
+    r = api.save(body(2))
+    assert_unavailable(r.status_code, r.get_json(), r.headers)
+    assert client.get("/readyz").status_code == 503
+    assert client.get("/readyz").get_json() == {"status": "unavailable"}
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+
+    proxy.restore()
+    for n in range(3, 6):
+        assert api.save(body(n)).status_code == 200
+    assert client.get("/readyz").status_code == 200
+
+
+def test_connection_that_died_idle_in_the_pool_is_replaced_silently(api, client, proxy):
+    """The outage happens while nobody asks: the first request afterwards must not fail."""
+    assert api.save(body(1)).status_code == 200
+    assert client.get("/readyz").status_code == 200
+    proxy.cut()  # resets the pooled connection's socket
+    proxy.restore()
+    r = api.save(body(2))
+    assert r.status_code == 200, r.get_json()
+    proxy.cut()
+    proxy.restore()
+    assert client.get("/readyz").get_json() == {"status": "ready"}
+    assert api.get(f"/api/v2/integrations/{r.get_json()['data']['integration_id']}").status_code == 200
+
+
+@pytest.mark.slow
+def test_outage_through_gunicorn(api_key, proxy, instance_path, db_settings, tmp_path):
+    log_path = tmp_path / "gunicorn.log"
+    env = server_env(instance_path, db_settings, POTPIE_DATABASE_CONNECT_TIMEOUT="2")
+    with Gunicorn(env, workers=2, log_path=log_path) as server:
+        pids = workers(server, 2)
+        for n in range(6):
+            assert post_json(server.url, SAVE, body(n), api_key)[0] == 200
+
+        proxy.cut()
+        for n in range(6, 12):
+            started = time.monotonic()
+            assert_unavailable(*post_json(server.url, SAVE, body(n), api_key))
+            assert time.monotonic() - started < 3, "503 must come quickly"
+        for _ in range(4):
+            status, answer, _ = server.request("GET", "/readyz")
+            assert (status, answer) == (503, {"status": "unavailable"})
+            assert server.request("GET", "/healthz")[:2] == (200, {"status": "ok"})
+
+        proxy.blackhole()  # connects are accepted and never answered
+        started = time.monotonic()
+        assert_unavailable(*post_json(server.url, SAVE, body(12), api_key))
+        assert time.monotonic() - started < 2 * 2 + 3, "connect_timeout must bound the wait"
+
+        proxy.restore()
+        for n in range(13, 25):
+            status, answer, _ = post_json(server.url, SAVE, body(n), api_key)
+            assert status == 200, answer
+        assert server.request("GET", "/readyz")[0] == 200
+        assert workers(server, 2) == pids, "no worker may die in an outage"
+    log = log_path.read_text()
+    assert "WORKER TIMEOUT" not in log and "Traceback" not in log
+
+
+@pytest.fixture
+def short_busy_timeout(monkeypatch):
+    monkeypatch.setenv("POTPIE_SQLITE_BUSY_TIMEOUT_MS", "200")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_sqlite_writer_holding_the_lock_past_the_busy_timeout_gives_503(
+        short_busy_timeout, app, api, client):
+    assert app.config["SQLITE_BUSY_TIMEOUT_MS"] == 200
+    assert api.save(body(1)).status_code == 200
+    holder = sqlite3.connect(app.config["DATABASE_URL"][len("sqlite:///"):], timeout=0)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        r = api.save(body(2))
+        assert_unavailable(r.status_code, r.get_json(), r.headers)
+        assert time.monotonic() - started < 5
+        assert api.get("/api/v2/integrations").status_code == 200  # readers go on (WAL)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert api.save(body(2)).status_code == 200

@@ -1,0 +1,206 @@
+"""POST /api/v2/integrations/save: create, upsert, conflicts, envelope (SPEC sections 4-6)."""
+import re
+import uuid
+
+from potpie_flask.models import AuditEvent, Integration
+
+from .conftest import OWNER
+
+SAVE = "/api/v2/integrations/save"
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+# The body of the original documentation's curl example, verbatim.
+DOCUMENTED_BODY = {
+    "name": "Production Sentry",
+    "integration_type": "sentry",
+    "status": "active",
+    "auth_data": {"access_token": "sentry_token_here", "token_type": "Bearer"},
+    "scope_data": {"org_slug": "my-company"},
+    "metadata": {"instance_name": "Production Sentry", "created_via": "api",
+                 "tags": ["production", "monitoring"]},
+}
+
+
+def test_documented_example_is_saved_with_the_eleven_documented_fields(api, app):
+    r = api.save(DOCUMENTED_BODY)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "application/json"
+    body = r.get_json()
+    assert body["success"] is True and body["error"] is None
+    data = body["data"]
+    iid = data["integration_id"]
+    assert uuid.UUID(iid).version == 4 and iid == str(uuid.UUID(iid))
+    assert data == {
+        "integration_id": iid,
+        "name": "Production Sentry",
+        "integration_type": "sentry",
+        "status": "active",
+        "active": True,
+        "unique_identifier": f"sentry-{iid}",
+        "created_by": OWNER,
+        "created_at": data["created_at"],
+        "updated_at": data["created_at"],
+        "has_auth_data": True,
+        "has_scope_data": True,
+        "metadata": {"instance_name": "Production Sentry", "created_via": "api",
+                     "version": None, "description": None,
+                     "tags": ["production", "monitoring"]},
+        "scope_data": {"org_slug": "my-company", "installation_id": None,
+                       "workspace_id": None, "project_id": None},
+        "auth_data": {"token_type": "Bearer", "expires_at": None, "scope": None},
+    }
+    assert TIMESTAMP.fullmatch(data["created_at"])
+    with app.app_context():
+        assert Integration.select().count() == 1
+        assert [e.action for e in AuditEvent.select()] == ["create"]
+
+
+def test_minimal_body_gets_every_default(api):
+    r = api.save({"name": "  Jira  ", "integration_type": "jira"})
+    assert r.status_code == 200
+    data = r.get_json()["data"]
+    assert data["name"] == "Jira"
+    assert data["status"] == "active" and data["active"] is True
+    assert data["unique_identifier"] == f"jira-{data['integration_id']}"
+    assert data["has_auth_data"] is False and data["has_scope_data"] is False
+    assert data["metadata"] == {"instance_name": "Jira", "created_via": "manual",
+                                "version": None, "description": None, "tags": []}
+    assert data["scope_data"] == dict.fromkeys(
+        ["org_slug", "installation_id", "workspace_id", "project_id"])
+    assert data["auth_data"] == {"token_type": None, "expires_at": None, "scope": None}
+
+
+def test_upsert_by_unique_identifier_updates_in_place_and_keeps_credentials(api, app):
+    first = api.save({**DOCUMENTED_BODY, "unique_identifier": "prod-sentry"}).get_json()["data"]
+    r = api.save({"name": "Production Sentry", "integration_type": "sentry",
+                  "unique_identifier": "prod-sentry", "status": "error"})
+    assert r.status_code == 200
+    second = r.get_json()["data"]
+    assert second["integration_id"] == first["integration_id"]
+    assert second["created_at"] == first["created_at"]
+    assert second["updated_at"] > first["updated_at"]
+    assert second["status"] == "error"
+    assert second["has_auth_data"] is True
+    assert second["auth_data"] == first["auth_data"]
+    assert second["scope_data"] == first["scope_data"]
+    assert second["metadata"] == first["metadata"]
+    with app.app_context():
+        row = Integration.get()
+        assert app.extensions["potpie_vault"].open(row.credentials) == {
+            "access_token": "sentry_token_here"}
+        changes = [(e.action, e.changes) for e in AuditEvent.select().order_by(AuditEvent.id)]
+        assert [a for a, _ in changes] == ["create", "update"]
+        assert changes[1][1] == '{"status": {"old": "active", "new": "error"}}'
+
+
+def test_nested_object_given_replaces_the_stored_one_whole(api):
+    api.save({**DOCUMENTED_BODY, "unique_identifier": "u1",
+              "scope_data": {"org_slug": "acme", "project_id": "p1"}})
+    data = api.save({"name": "Production Sentry", "integration_type": "sentry",
+                     "unique_identifier": "u1", "scope_data": {"workspace_id": "w1"},
+                     "metadata": {"description": "new"}}).get_json()["data"]
+    assert data["scope_data"] == {"org_slug": None, "installation_id": None,
+                                  "workspace_id": "w1", "project_id": None}
+    assert data["has_scope_data"] is True
+    assert data["metadata"] == {"instance_name": "Production Sentry", "created_via": "manual",
+                                "version": None, "description": "new", "tags": []}
+
+
+def test_save_that_changes_nothing_keeps_updated_at_and_writes_no_audit_row(api, app):
+    body = {**DOCUMENTED_BODY, "unique_identifier": "same"}
+    first = api.save(body).get_json()["data"]
+    again = api.save(body)
+    assert again.status_code == 200
+    assert again.get_json()["data"] == first
+    with app.app_context():
+        assert AuditEvent.select().count() == 1
+
+
+def test_changed_credentials_are_audited_redacted(api, app):
+    body = {**DOCUMENTED_BODY, "unique_identifier": "creds"}
+    api.save(body)
+    api.save({**body, "auth_data": {"access_token": "rotated-token", "expires_at":
+                                    "2030-01-01T12:00:00+02:00"}})
+    data = api.get("/api/v2/integrations").get_json()["data"][0]
+    assert data["auth_data"] == {"token_type": "Bearer",
+                                 "expires_at": "2030-01-01T10:00:00.000000Z", "scope": None}
+    with app.app_context():
+        update = AuditEvent.select().where(AuditEvent.action == "update").get()
+        assert update.changes == '{"auth_data": {"old": "[redacted]", "new": "[redacted]"}}'
+
+
+def test_refresh_token_alone_is_stored_but_is_not_an_access_token(api):
+    data = api.save({"name": "Slack", "integration_type": "slack",
+                     "auth_data": {"refresh_token": "r1", "scope": "chat:write"}}
+                    ).get_json()["data"]
+    assert data["has_auth_data"] is False
+    assert data["auth_data"] == {"token_type": "Bearer", "expires_at": None, "scope": "chat:write"}
+
+
+def test_project_or_installation_alone_is_not_scope_data(api):
+    data = api.save({"name": "GitHub", "integration_type": "github",
+                     "scope_data": {"installation_id": "1", "project_id": "2"}}
+                    ).get_json()["data"]
+    assert data["has_scope_data"] is False
+
+
+def test_name_clash_is_409_case_insensitive_after_stripping(api, app):
+    api.save({"name": "Production Sentry", "integration_type": "sentry"})
+    r = api.save({"name": "  production SENTRY ", "integration_type": "jira"})
+    assert r.status_code == 409
+    assert r.get_json() == {"success": False, "data": None,
+                            "error": "Failed to save integration: "
+                                     "Integration with this name already exists"}
+    with app.app_context():
+        assert Integration.select().count() == 1
+        assert AuditEvent.select().count() == 1
+
+
+def test_renaming_through_upsert_onto_another_name_is_409(api):
+    api.save({"name": "A", "integration_type": "jira", "unique_identifier": "a"})
+    api.save({"name": "B", "integration_type": "jira", "unique_identifier": "b"})
+    r = api.save({"name": "b", "integration_type": "jira", "unique_identifier": "a"})
+    assert r.status_code == 409
+    assert r.get_json()["error"] == ("Failed to save integration: "
+                                     "Integration with this name already exists")
+
+
+def test_saving_again_under_its_own_name_in_another_case_is_not_a_clash(api):
+    first = api.save({"name": "Prod", "integration_type": "jira", "unique_identifier": "p"})
+    r = api.save({"name": "PROD", "integration_type": "jira", "unique_identifier": "p"})
+    assert r.status_code == 200
+    assert r.get_json()["data"]["integration_id"] == first.get_json()["data"]["integration_id"]
+    assert r.get_json()["data"]["name"] == "PROD"
+
+
+def test_type_change_through_unique_identifier_is_409(api, app):
+    api.save({"name": "X", "integration_type": "jira", "unique_identifier": "x"})
+    r = api.save({"name": "X", "integration_type": "linear", "unique_identifier": "x"})
+    assert r.status_code == 409
+    assert r.get_json() == {"success": False, "data": None,
+                            "error": "Failed to save integration: "
+                                     "integration_type of an existing integration "
+                                     "cannot be changed"}
+    with app.app_context():
+        assert Integration.get().integration_type == "jira"
+
+
+def test_two_owners_may_share_names_and_identifiers(api, other_api):
+    body = {"name": "Shared", "integration_type": "slack", "unique_identifier": "shared"}
+    mine = api.save(body).get_json()["data"]
+    theirs = other_api.save(body).get_json()["data"]
+    assert mine["integration_id"] != theirs["integration_id"]
+    assert (mine["created_by"], theirs["created_by"]) == ("user_abc123", "user_other")
+
+
+def test_no_raw_error_text_reaches_a_500(api, app, monkeypatch):
+    from potpie_flask import integrations
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("SELECT secret FROM somewhere")
+
+    monkeypatch.setattr(integrations, "_save_once", explode)
+    r = api.save({"name": "X", "integration_type": "jira"})
+    assert r.status_code == 500
+    assert r.get_json() == {"success": False, "data": None,
+                            "error": "Failed to save integration: Internal server error"}

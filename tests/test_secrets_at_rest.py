@@ -1,0 +1,116 @@
+"""Credentials are encrypted at rest and never returned (SPEC sections 5 and 7)."""
+import glob
+import os
+import stat
+import subprocess
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+from cryptography.fernet import Fernet
+
+from potpie_flask import crypto
+from potpie_flask.db import database
+from potpie_flask.models import Integration
+
+from .servers import ROOT
+
+TOKENS = {"access_token": "tok-DISTINCTIVE-4f1c9a7e-access",
+          "refresh_token": "tok-DISTINCTIVE-4f1c9a7e-refresh",
+          "code": "tok-DISTINCTIVE-4f1c9a7e-code"}
+
+
+def _exercise_every_route(api):
+    saved = api.save({"name": "Secret", "integration_type": "github", "unique_identifier": "s",
+                      "auth_data": TOKENS}).get_data(as_text=True)
+    iid = api.get("/api/v2/integrations").get_json()["data"][0]["integration_id"]
+    bodies = [saved]
+    for path in ("/api/v2/integrations", f"/api/v2/integrations/{iid}",
+                 f"/api/v2/integrations/{iid}/audit", f"/api/v2/integrations/{iid}/template"):
+        bodies.append(api.get(path).get_data(as_text=True))
+    bodies.append(api.patch(f"/api/v2/integrations/{iid}", json={"status": "error"}
+                            ).get_data(as_text=True))
+    return bodies
+
+
+def test_no_route_returns_a_secret(api):
+    for body in _exercise_every_route(api):
+        assert "DISTINCTIVE" not in body
+        assert "access_token" not in body and "refresh_token" not in body
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_secrets_are_not_in_the_sqlite_file_or_its_wal(app, api, backend):
+    _exercise_every_route(api)
+    path = app.config["DATABASE_URL"].removeprefix("sqlite:///")
+    files = [f for f in glob.glob(path + "*") if os.path.getsize(f)]
+    assert {os.path.basename(f) for f in files} >= {"potpie.sqlite3", "potpie.sqlite3-wal"}
+    for name in files:
+        with open(name, "rb") as fh:
+            data = fh.read()
+        assert b"DISTINCTIVE" not in data, name
+    with app.app_context():
+        row = Integration.get()
+        assert app.extensions["potpie_vault"].open(row.credentials) == TOKENS
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_secrets_are_not_in_the_postgresql_tables(app, api, backend):
+    _exercise_every_route(api)
+    with app.app_context():
+        rows = database.execute_sql(
+            "SELECT i::text FROM integration i UNION ALL SELECT a::text FROM audit_event a"
+        ).fetchall()
+        assert len(rows) == 3
+        assert not any("DISTINCTIVE" in text for (text,) in rows)
+
+
+def test_key_file_is_private_and_reused(tmp_path):
+    keys = crypto.ensure_key_file(str(tmp_path))
+    path = tmp_path / crypto.KEY_FILE_NAME
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert crypto.ensure_key_file(str(tmp_path)) == keys
+    assert [p.name for p in tmp_path.iterdir()] == [crypto.KEY_FILE_NAME]
+    Fernet(keys[0])
+
+
+def test_concurrent_starts_agree_on_one_key(tmp_path):
+    with ProcessPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(crypto.ensure_key_file, [str(tmp_path)] * 16))
+    assert all(r == results[0] for r in results) and len(results[0]) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_default_sqlite_setup_creates_its_key_file_on_first_start(app, backend, instance_path):
+    assert (instance_path / crypto.KEY_FILE_NAME).exists()
+
+
+def test_postgresql_without_a_key_refuses_to_serve(pg_url, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POTPIE_")}
+    env.update(DATABASE_URL=pg_url, POTPIE_INSTANCE_PATH=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", "import wsgi"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "No encryption key: set POTPIE_ENCRYPTION_KEYS" in done.stderr
+    assert not (tmp_path / crypto.KEY_FILE_NAME).exists()
+
+
+def test_crypto_rotate_reencrypts_under_the_first_key(app, api, runner, monkeypatch):
+    api.save({"name": "Rot", "integration_type": "jira", "auth_data": TOKENS})
+    old = app.extensions["potpie_vault"]
+    new_key = Fernet.generate_key().decode()
+    with app.app_context():
+        old_token = Integration.get().credentials
+    current = (app.config["ENCRYPTION_KEYS"] or
+               ",".join(crypto.read_key_file(app.instance_path)))
+    app.config["ENCRYPTION_KEYS"] = f"{new_key},{current}"
+    app.extensions["potpie_vault"] = crypto.Vault(crypto.parse_keys(app.config["ENCRYPTION_KEYS"]))
+    result = runner.invoke(args=["crypto", "rotate"])
+    assert result.exit_code == 0
+    assert result.output == "re-encrypted 1 credential(s)\n"
+    with app.app_context():
+        token = Integration.get().credentials
+    assert token != old_token
+    assert crypto.Vault([new_key]).open(token) == TOKENS
+    assert runner.invoke(args=["crypto", "rotate"]).output == "re-encrypted 0 credential(s)\n"
+    assert old.open(old_token) == TOKENS

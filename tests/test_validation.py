@@ -1,0 +1,182 @@
+"""Every row of SPEC section 3's table, plus 413 and 415, on the save route."""
+import pytest
+
+from potpie_flask.models import Integration
+
+SAVE = "/api/v2/integrations/save"
+ENUM_TYPES = ["sentry", "jira", "linear", "confluence", "slack", "github"]
+ENUM_STATUSES = ["active", "inactive", "pending", "error"]
+VALID = {"name": "N", "integration_type": "jira"}
+
+
+def problem(loc, msg, type_, **ctx):
+    entry = {"loc": ["body", *loc], "msg": msg, "type": type_}
+    if ctx:
+        entry["ctx"] = ctx
+    return entry
+
+
+def enum_problem(loc, values):
+    permitted = ", ".join(f"'{v}'" for v in values)
+    return problem(loc, f"value is not a valid enumeration member; permitted: {permitted}",
+                   "type_error.enum", enum_values=values)
+
+
+CASES = {
+    "missing name": ({"integration_type": "jira"},
+                     [problem(["name"], "field required", "value_error.missing")]),
+    "bad enum": ({"name": "N", "integration_type": "Sentry"},
+                 [enum_problem(["integration_type"], ENUM_TYPES)]),
+    "bad status": ({**VALID, "status": "on"}, [enum_problem(["status"], ENUM_STATUSES)]),
+    "blank name": ({**VALID, "name": "   "},
+                   [problem(["name"], "ensure this value has at least 1 characters",
+                            "value_error.any_str.min_length", limit_value=1)]),
+    "long name": ({**VALID, "name": "x" * 256},
+                  [problem(["name"], "ensure this value has at most 255 characters",
+                           "value_error.any_str.max_length", limit_value=255)]),
+    "name not a string": ({**VALID, "name": 5}, [problem(["name"], "str type expected",
+                                                         "type_error.str")]),
+    "active as string": ({**VALID, "active": "true"},
+                         [problem(["active"], "value could not be parsed to a boolean",
+                                  "type_error.bool")]),
+    "active as 1": ({**VALID, "active": 1},
+                    [problem(["active"], "value could not be parsed to a boolean",
+                             "type_error.bool")]),
+    "scope not a dict": ({**VALID, "scope_data": "acme"},
+                         [problem(["scope_data"], "value is not a valid dict",
+                                  "type_error.dict")]),
+    "tags not a list": ({**VALID, "metadata": {"tags": "a,b"}},
+                        [problem(["metadata", "tags"], "value is not a valid list",
+                                 "type_error.list")]),
+    "bad datetime": ({**VALID, "auth_data": {"code": "c", "expires_at": "tomorrow"}},
+                     [problem(["auth_data", "expires_at"], "invalid datetime format",
+                              "value_error.datetime")]),
+    "unknown top-level field": ({**VALID, "owner": "me"},
+                                [problem(["owner"], "extra fields not permitted",
+                                         "value_error.extra")]),
+    "unknown nested field": ({**VALID, "auth_data": {"code": "c", "password": "p"}},
+                             [problem(["auth_data", "password"], "extra fields not permitted",
+                                      "value_error.extra")]),
+    "too many tags": ({**VALID, "metadata": {"tags": [f"t{i}" for i in range(51)]}},
+                      [problem(["metadata", "tags"], "ensure this value has at most 50 items",
+                               "value_error.list.max_items", limit_value=50)]),
+    "empty tag at index": ({**VALID, "metadata": {"tags": ["ok", ""]}},
+                           [problem(["metadata", "tags", 1],
+                                    "ensure this value has at least 1 characters",
+                                    "value_error.any_str.min_length", limit_value=1)]),
+    "null name": ({**VALID, "name": None},
+                  [problem(["name"], "none is not an allowed value",
+                           "type_error.none.not_allowed")]),
+    "null status": ({**VALID, "status": None},
+                    [problem(["status"], "none is not an allowed value",
+                             "type_error.none.not_allowed")]),
+    "null active": ({**VALID, "active": None},
+                    [problem(["active"], "none is not an allowed value",
+                             "type_error.none.not_allowed")]),
+    "control character in name": ({**VALID, "name": "a\x07b"},
+                                  [problem(["name"], "must not contain control characters",
+                                           "value_error")]),
+    "whitespace in identifier": ({**VALID, "unique_identifier": "a b"},
+                                 [problem(["unique_identifier"], "must not contain whitespace",
+                                          "value_error")]),
+    "credential-less auth_data": ({**VALID, "auth_data": {"token_type": "Bearer",
+                                                          "access_token": ""}},
+                                  [problem(["auth_data"],
+                                           "Provide at least one of: access_token, "
+                                           "refresh_token, or code", "value_error")]),
+    "long token": ({**VALID, "auth_data": {"access_token": "t" * 8193}},
+                   [problem(["auth_data", "access_token"],
+                            "ensure this value has at most 8192 characters",
+                            "value_error.any_str.max_length", limit_value=8192)]),
+    "body not an object": ([VALID], [problem([], "value is not a valid dict",
+                                             "type_error.dict")]),
+}
+
+
+@pytest.mark.parametrize("body,expected", CASES.values(), ids=CASES.keys())
+def test_each_rule_answers_422_in_the_pydantic_shape(api, app, body, expected):
+    r = api.post(SAVE, json=body)
+    assert r.status_code == 422
+    assert r.get_json() == {"detail": expected}
+    with app.app_context():
+        assert Integration.select().count() == 0
+
+
+def test_every_problem_is_listed_not_just_the_first(api):
+    r = api.post(SAVE, json={"integration_type": "Sentry", "active": "yes", "extra": 1,
+                             "metadata": {"tags": [1]}})
+    assert r.status_code == 422
+    assert r.get_json()["detail"] == [
+        problem(["name"], "field required", "value_error.missing"),
+        enum_problem(["integration_type"], ENUM_TYPES),
+        problem(["active"], "value could not be parsed to a boolean", "type_error.bool"),
+        problem(["metadata", "tags", 0], "str type expected", "type_error.str"),
+        problem(["extra"], "extra fields not permitted", "value_error.extra"),
+    ]
+
+
+def test_cross_field_rule_waits_for_valid_fields(api):
+    r = api.post(SAVE, json={**VALID, "auth_data": {"token_type": 7}})
+    assert r.get_json()["detail"] == [
+        problem(["auth_data", "token_type"], "str type expected", "type_error.str")]
+
+
+@pytest.mark.parametrize("raw,pos,msg", [
+    ("", 0, "Expecting value"),
+    ('{"name": "N",', 13, "Expecting property name enclosed in double quotes"),
+    ('{"name": NaN}', 0, "NaN is not valid JSON"),
+])
+def test_body_that_is_not_json_is_a_jsondecode_problem(api, raw, pos, msg):
+    r = api.post(SAVE, data=raw, content_type="application/json")
+    assert r.status_code == 422
+    detail = r.get_json()["detail"]
+    assert len(detail) == 1
+    assert detail[0]["loc"] == ["body", pos]
+    assert detail[0]["msg"] == msg
+    assert detail[0]["type"] == "value_error.jsondecode"
+
+
+def test_null_optional_objects_mean_not_given(api):
+    r = api.post(SAVE, json={**VALID, "auth_data": None, "scope_data": None, "metadata": None,
+                             "unique_identifier": None})
+    assert r.status_code == 200
+    data = r.get_json()["data"]
+    assert data["unique_identifier"] == f"jira-{data['integration_id']}"
+    assert data["metadata"]["tags"] == []
+
+
+def test_null_tags_mean_empty(api):
+    r = api.post(SAVE, json={**VALID, "metadata": {"tags": None, "version": None}})
+    assert r.get_json()["data"]["metadata"]["tags"] == []
+
+
+def test_expires_at_without_zone_is_utc(api):
+    r = api.post(SAVE, json={**VALID, "auth_data": {"code": "c",
+                                                    "expires_at": "2030-05-01T08:00:00"}})
+    assert r.get_json()["data"]["auth_data"]["expires_at"] == "2030-05-01T08:00:00.000000Z"
+
+
+def test_body_over_the_limit_is_413(api):
+    body = '{"name": "' + "x" * (64 * 1024) + '"}'
+    r = api.post(SAVE, data=body, content_type="application/json")
+    assert r.status_code == 413
+    assert r.get_json() == {"detail": "Request body too large"}
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x"])
+def test_body_that_is_not_json_typed_is_415(api, content_type):
+    r = api.post(SAVE, data='{"name": "N", "integration_type": "jira"}',
+                 content_type=content_type)
+    assert r.status_code == 415
+    assert r.get_json() == {"detail": "Content-Type must be application/json"}
+
+
+def test_unknown_route_and_method_answer_json_with_or_without_a_key(client, api):
+    for response in (client.get("/api/v2/nope"), api.get("/api/v2/nope")):
+        assert response.status_code == 404
+        assert response.get_json() == {"detail": "Not Found"}
+    for response in (client.post("/api/v2/integrations"), api.post("/api/v2/integrations")):
+        assert response.status_code == 405
+        assert response.get_json() == {"detail": "Method Not Allowed"}
+        assert sorted(response.headers["Allow"].split(", ")) == ["GET", "HEAD", "OPTIONS"]

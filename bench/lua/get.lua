@@ -1,0 +1,2 @@
+-- A GET with the benchmark owner's key.
+wrk.headers["x-api-key"] = os.getenv("POTPIE_KEY")

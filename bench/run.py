@@ -1,0 +1,182 @@
+"""Throughput benchmark: gunicorn + wrk against SQLite (and PostgreSQL), as ratios to /healthz.
+
+Usage: .venv/bin/python bench/run.py [--pg URL] [--duration 10] [--connections 32]
+
+It makes its own data (a fresh instance folder, keys through the CLI, 100,000
+integrations over 1,000 owners), starts the service with the project's
+gunicorn.conf.py on a free loopback port, drives each scenario with wrk (pinned
+to one core with taskset where available) and prints one table per backend.
+It asserts nothing: the figures are for the README and the issue notes.
+"""
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import psycopg2
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.servers import Gunicorn, flask_cli  # noqa: E402  (the tests' server helper)
+
+LUA = Path(__file__).resolve().parent / "lua"
+OWNERS = 1000
+PER_OWNER = 100
+LIST_OWNER_SIZE = 200
+
+
+def ensure_wrk():
+    if shutil.which("wrk"):
+        return
+    print("installing wrk (Debian package)...", file=sys.stderr)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def seed(env, owner):
+    """100,000 integrations over 1,000 owners, and LIST_OWNER_SIZE for the benchmark's owner."""
+    code = f"""
+import datetime as dt, uuid
+from potpie_flask import create_app
+from potpie_flask.db import database
+from potpie_flask.integrations import name_key
+from potpie_flask.models import Integration
+app = create_app()
+now = dt.datetime(2026, 1, 1)
+def row(owner, i):
+    iid = str(uuid.uuid4())
+    name = f"integration {{i}}"
+    return dict(id=iid, owner=owner, name=name, name_key=name_key(name),
+                integration_type="sentry", status="active", active=True,
+                unique_identifier=f"sentry-{{iid}}", created_at=now + dt.timedelta(seconds=i),
+                updated_at=now, org_slug="acme", instance_name=name, created_via="bench",
+                tags="[]")
+with app.app_context(), database.connection_context():
+    rows = [row(f"owner_{{o}}", i) for o in range({OWNERS}) for i in range({PER_OWNER})]
+    rows += [row({owner!r}, i) for i in range({LIST_OWNER_SIZE})]
+    with database.atomic():
+        for start in range(0, len(rows), 500):
+            Integration.insert_many(rows[start:start + 500]).execute()
+"""
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=600)
+
+
+def wrk(url, script, duration, connections, env_vars):
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if script:
+        cmd += ["-s", str(LUA / script)]
+    cmd.append(url)
+    if shutil.which("taskset"):
+        cmd = ["taskset", "-c", "0"] + cmd
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env_vars},
+                          timeout=duration + 60, check=True)
+    return parse_wrk(done.stdout)
+
+
+def _ms(text):
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+
+def parse_wrk(out):
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {"rps": rps, "p50": p50, "p99": p99, "non2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def worker_rss(server):
+    """RSS in MiB of each gunicorn worker (children of the master)."""
+    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children")
+    rss = []
+    for pid in children.read_text().split():
+        status = Path(f"/proc/{pid}/status").read_text()
+        rss.append(int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024)
+    return rss
+
+
+def run_backend(label, env, args):
+    key = flask_cli(env, "keys", "create", "--user-id", "bench_owner").split()[-1]
+    seed(env, "bench_owner")
+    with Gunicorn(env, workers=int(env.get("WEB_CONCURRENCY", 2))) as server:
+        one = server.request("POST", "/api/v2/integrations/save",
+                             {"name": "bench one", "integration_type": "jira",
+                              "auth_data": {"access_token": "bench-token"}}, key)[1]["data"]
+        lua_env = {"POTPIE_KEY": key, "POTPIE_ID": one["integration_id"],
+                   "POTPIE_RUN": uuid.uuid4().hex[:8]}
+        scenarios = [
+            ("/healthz", "/healthz", None),
+            ("save-create", "/api/v2/integrations/save", "save_create.lua"),
+            ("save-upsert", "/api/v2/integrations/save", "save_upsert.lua"),
+            ("GET one", f"/api/v2/integrations/{one['integration_id']}", "get.lua"),
+            ("list (page of 50)", "/api/v2/integrations?limit=50", "get.lua"),
+            ("PATCH", f"/api/v2/integrations/{one['integration_id']}", "patch.lua"),
+        ]
+        rss_start = worker_rss(server)
+        results = []
+        for name, path, script in scenarios:
+            results.append((name, wrk(server.url + path, script, args.duration,
+                                      args.connections, lua_env)))
+        rss_end = worker_rss(server)
+    ceiling = results[0][1]["rps"]
+    print(f"\n{label} ({args.connections} connections, {args.duration}s each, "
+          f"{env.get('WEB_CONCURRENCY', 2)} workers)")
+    print(f"| scenario | req/s | p50 ms | p99 ms | ratio to /healthz | non-2xx |")
+    print("|---|---|---|---|---|---|")
+    for name, r in results:
+        print(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
+              f"{r['rps'] / ceiling:.2f} | {r['non2xx']} |")
+    print("worker RSS MiB before: " + ", ".join(f"{v:.1f}" for v in rss_start)
+          + "; after: " + ", ".join(f"{v:.1f}" for v in rss_end))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pg", default=os.environ.get("POTPIE_TEST_DATABASE_URL"),
+                        help="PostgreSQL server URL (a fresh database is created and dropped)")
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--sqlite-only", action="store_true")
+    args = parser.parse_args()
+    ensure_wrk()
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith("POTPIE_") and k != "DATABASE_URL"}
+    base["POTPIE_RATELIMIT_ENABLED"] = "false"
+    with tempfile.TemporaryDirectory(prefix="potpie-bench-") as tmp:
+        env = dict(base, POTPIE_INSTANCE_PATH=os.path.join(tmp, "sqlite"))
+        flask_cli(env, "db", "upgrade")
+        run_backend("SQLite", env, args)
+        if args.pg and not args.sqlite_only:
+            run_postgresql(base, tmp, args)
+
+
+def run_postgresql(base, tmp, args):
+    name = f"potpie_bench_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(args.pg)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        from cryptography.fernet import Fernet
+        url = re.sub(r"/[^/]*$", "/" + name, args.pg)
+        env = dict(base, DATABASE_URL=url, POTPIE_INSTANCE_PATH=os.path.join(tmp, "pg"),
+                   POTPIE_ENCRYPTION_KEYS=Fernet.generate_key().decode())
+        flask_cli(env, "db", "upgrade")
+        run_backend("PostgreSQL", env, args)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -78,7 +78,10 @@ def wrk(url, script, duration, connections, env_vars):
         cmd = ["taskset", "-c", "0"] + cmd
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env_vars},
                           timeout=duration + 60, check=True)
-    return parse_wrk(done.stdout)
+    try:
+        return parse_wrk(done.stdout)
+    except (AttributeError, ValueError):
+        raise RuntimeError("unexpected wrk output:\n" + done.stdout + done.stderr) from None
 
 
 def _ms(text):
@@ -88,8 +91,8 @@ def _ms(text):
 
 def parse_wrk(out):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))
+    p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))
+    p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     return {"rps": rps, "p50": p50, "p99": p99, "non2xx": int(non2xx.group(1)) if non2xx else 0}
 

@@ -8,6 +8,7 @@ from flask import g, request
 
 from .errors import DetailError
 from .models import ApiKey
+from .statements import Statement, slot
 
 KEY_PATTERN = re.compile(r"sk-[0-9a-f]{64}")
 # Never show more of a key than this (e.g. "sk-1a2b").
@@ -39,14 +40,16 @@ def create_key(user_id, email=None, label=""):
     return row, key
 
 
+_OWNER_OF_HASH = Statement(lambda: ApiKey.select(ApiKey.user_id).where(
+    (ApiKey.key_hash == slot("key_hash", ApiKey.key_hash)) & ApiKey.revoked_at.is_null()).limit(1))
+
+
 def owner_of(key):
     """The user_id of an unrevoked key, or None."""
     if not KEY_PATTERN.fullmatch(key):
         return None
-    row = (ApiKey.select(ApiKey.user_id)
-           .where((ApiKey.key_hash == hash_key(key)) & ApiKey.revoked_at.is_null())
-           .first())
-    return row.user_id if row else None
+    row = _OWNER_OF_HASH.execute(key_hash=hash_key(key)).fetchone()
+    return row[0] if row else None
 
 
 class AuthenticationFailed(DetailError):

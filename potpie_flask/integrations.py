@@ -12,6 +12,7 @@ import peewee
 
 from .db import database, supports_row_locks
 from .models import AuditEvent, Integration
+from .statements import Statement, insert, slot, update_by_key, values_of
 
 SECRET_FIELDS = ("access_token", "refresh_token", "code")
 REDACTED = "[redacted]"
@@ -48,24 +49,41 @@ def _locked(query):
     return query.for_update() if supports_row_locks() else query
 
 
+def _owned_query():
+    return Integration.select().where(
+        (Integration.owner == slot("owner", Integration.owner))
+        & (Integration.id == slot("id", Integration.id))).limit(1)
+
+
+_OWNED = Statement(_owned_query)
+_OWNED_LOCKED = Statement(lambda: _locked(_owned_query()))
+_BY_IDENTIFIER_LOCKED = Statement(lambda: _locked(Integration.select().where(
+    (Integration.owner == slot("owner", Integration.owner))
+    & (Integration.unique_identifier == slot("unique_identifier", Integration.unique_identifier))
+).limit(1)))
+_INSERT = insert(Integration)
+_UPDATE = update_by_key(Integration)
+_DELETE = Statement(lambda: Integration.delete().where(Integration.id == slot("id", Integration.id)))
+_INSERT_AUDIT = insert(AuditEvent)
+
+
 def _known_id(integration_id):
     """Refuse ids that are not UUIDs before they reach SQL (PostgreSQL rejects NUL bytes)."""
     if not _INTEGRATION_ID.fullmatch(integration_id):
         raise IntegrationNotFound()
 
 
-def _owned(owner, integration_id):
+def _owned(statement, owner, integration_id):
     _known_id(integration_id)
-    return Integration.select().where(
-        (Integration.owner == owner) & (Integration.id == integration_id))
+    row = statement.first(Integration, owner=owner, id=integration_id)
+    if row is None:
+        raise IntegrationNotFound()
+    return row
 
 
 def get(owner, integration_id):
     """The owner's integration with this id, or IntegrationNotFound."""
-    row = _owned(owner, integration_id).first()
-    if row is None:
-        raise IntegrationNotFound()
-    return row
+    return _owned(_OWNED, owner, integration_id)
 
 
 def free_copy_name(owner, row):
@@ -80,15 +98,36 @@ def free_copy_name(owner, row):
     return f"{row.name[:200]} ({uuid.uuid4()})"
 
 
+LIST_FILTERS = ("integration_type", "status", "active", "org_slug")
+# (count, page) statements per combination of filters given, built when first asked for.
+_LISTS = {}
+
+
+def _list_statements(keys):
+    def matching():
+        query = Integration.select().where(Integration.owner == slot("owner", Integration.owner))
+        for key in keys:
+            field = getattr(Integration, key)
+            query = query.where(field == slot(key, field))
+        return query
+
+    def page():
+        return (matching().order_by(Integration.created_at.desc(), Integration.id)
+                .limit(slot("limit")).offset(slot("offset")))
+
+    return (Statement(lambda: matching().select(peewee.fn.COUNT(peewee.SQL("*")))),
+            Statement(page))
+
+
 def list_integrations(owner, filters, limit, offset):
     """One page of the owner's integrations, newest first, and the total that match."""
-    query = Integration.select().where(Integration.owner == owner)
-    for key in ("integration_type", "status", "active", "org_slug"):
-        if key in filters:
-            query = query.where(getattr(Integration, key) == filters[key])
-    total = query.count()
-    page = query.order_by(Integration.created_at.desc(), Integration.id).limit(limit).offset(offset)
-    return list(page), total
+    keys = tuple(key for key in LIST_FILTERS if key in filters)
+    if keys not in _LISTS:
+        _LISTS[keys] = _list_statements(keys)
+    count, page = _LISTS[keys]
+    total = count.execute(owner=owner, **filters).fetchone()[0]
+    rows = list(page.rows(Integration, owner=owner, limit=limit, offset=offset, **filters))
+    return rows, total
 
 
 def audit_trail(owner, integration_id, limit, offset):
@@ -128,9 +167,8 @@ def _name_held_by_another(owner, fields):
 def _save_once(owner, fields, vault, request_id):
     existing = None
     if fields.get("unique_identifier"):
-        existing = _locked(Integration.select().where(
-            (Integration.owner == owner)
-            & (Integration.unique_identifier == fields["unique_identifier"]))).first()
+        existing = _BY_IDENTIFIER_LOCKED.first(
+            Integration, owner=owner, unique_identifier=fields["unique_identifier"])
     if existing is None:
         return _create(owner, fields, vault, request_id)
     if existing.integration_type != fields["integration_type"]:
@@ -154,7 +192,7 @@ def _create(owner, fields, vault, request_id):
     )
     defaults = {"scope_data": {}, "metadata": {}}
     changes = _apply(row, {**defaults, **fields}, vault, creating=True)
-    row.save(force_insert=True)
+    _INSERT.execute(**values_of(row))
     _record(row, "create", changes, now, request_id)
     return row
 
@@ -163,9 +201,7 @@ def update(owner, integration_id, fields, vault, request_id=None):
     """Change some fields of the owner's integration (PATCH/PUT)."""
     try:
         with database.atomic():
-            row = _locked(_owned(owner, integration_id)).first()
-            if row is None:
-                raise IntegrationNotFound()
+            row = _owned(_OWNED_LOCKED, owner, integration_id)
             return _change(row, fields, vault, request_id)
     except peewee.IntegrityError:
         # The name index is the only unique constraint an update can break.
@@ -177,7 +213,7 @@ def _change(row, fields, vault, request_id):
     if changes:
         now = max(utcnow(), row.updated_at + _ONE_MICROSECOND)
         row.updated_at = now
-        row.save()
+        _UPDATE.execute(**values_of(row))
         _record(row, "update", changes, now, request_id)
     return row
 
@@ -185,13 +221,11 @@ def _change(row, fields, vault, request_id):
 def delete(owner, integration_id, request_id=None):
     """Delete the owner's integration and its credentials; the audit trail stays."""
     with database.atomic():
-        row = _locked(_owned(owner, integration_id)).first()
-        if row is None:
-            raise IntegrationNotFound()
+        row = _owned(_OWNED_LOCKED, owner, integration_id)
         changes = {key: {"old": value, "new": None} for key, value in _public_state(row).items()}
         if row.token_type is not None:
             changes["auth_data"] = {"old": REDACTED, "new": None}
-        row.delete_instance()
+        _DELETE.execute(id=row.id)
         _record(row, "delete", changes, utcnow(), request_id)
 
 
@@ -262,7 +296,7 @@ def _set_auth(row, given, vault):
 
 
 def _record(row, action, changes, timestamp, request_id):
-    AuditEvent.create(
+    _INSERT_AUDIT.execute(
         integration_id=row.id,
         owner=row.owner,
         action=action,

@@ -1,9 +1,17 @@
 """Peewee models: API keys, integrations and their audit trail."""
+import datetime as dt
 import json
 
 import peewee
 
 from .db import database
+
+
+class UtcDateTimeField(peewee.DateTimeField):
+    """A naive UTC datetime; SQLite's text is read with fromisoformat, not by trying strptime formats."""
+
+    def python_value(self, value):
+        return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 class BaseModel(peewee.Model):
@@ -20,8 +28,8 @@ class ApiKey(BaseModel):
     label = peewee.CharField(max_length=255, default="")
     key_hash = peewee.CharField(max_length=64, unique=True)
     prefix = peewee.CharField(max_length=7)
-    created_at = peewee.DateTimeField()
-    revoked_at = peewee.DateTimeField(null=True)
+    created_at = UtcDateTimeField()
+    revoked_at = UtcDateTimeField(null=True)
 
 
 class Integration(BaseModel):
@@ -36,8 +44,8 @@ class Integration(BaseModel):
     status = peewee.CharField(max_length=16)
     active = peewee.BooleanField()
     unique_identifier = peewee.CharField(max_length=255)
-    created_at = peewee.DateTimeField()
-    updated_at = peewee.DateTimeField()
+    created_at = UtcDateTimeField()
+    updated_at = UtcDateTimeField()
 
     org_slug = peewee.CharField(max_length=255, null=True)
     installation_id = peewee.CharField(max_length=255, null=True)
@@ -52,7 +60,7 @@ class Integration(BaseModel):
 
     # Non-secret parts of auth_data; NULL token_type means no auth_data was ever given.
     token_type = peewee.CharField(max_length=64, null=True)
-    expires_at = peewee.DateTimeField(null=True)
+    expires_at = UtcDateTimeField(null=True)
     auth_scope = peewee.TextField(null=True)
     # Fernet token of {"access_token", "refresh_token", "code"}: the only place secrets live.
     credentials = peewee.TextField(null=True)
@@ -98,7 +106,7 @@ class AuditEvent(BaseModel):
     integration_id = peewee.CharField(max_length=36)
     owner = peewee.CharField(max_length=255)
     action = peewee.CharField(max_length=16)
-    timestamp = peewee.DateTimeField()
+    timestamp = UtcDateTimeField()
     request_id = peewee.CharField(max_length=128, null=True)
     changes = peewee.TextField()
 

@@ -1,12 +1,9 @@
 """The JSON shapes of integrations and audit events (SPEC section 5)."""
 import json
 
-TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
 def timestamp(value):
-    """UTC as ISO 8601 with six fractional digits and a Z; None stays None."""
-    return None if value is None else value.strftime(TIMESTAMP_FORMAT)
+    """UTC (stored naive) as ISO 8601 with six fractional digits and a Z; None stays None."""
+    return None if value is None else value.isoformat(timespec="microseconds") + "Z"
 
 
 def integration(row):

@@ -1,0 +1,103 @@
+"""SQL built once per database: Peewee queries compiled with named slots, then only bound.
+
+Turning a Peewee query object into SQL costs more than running that SQL on a request
+this small (see README, Performance). A Statement is an ordinary Peewee query,
+written once with `slot(name, field)` where its values go; the first time it runs on
+a database Peewee renders it, and every later run only binds values to the slots.
+Values are converted with the field's own `db_value`, exactly as Peewee would.
+"""
+import weakref
+
+import peewee
+
+from .db import database
+
+
+class _Slot:
+    __slots__ = ("name", "convert")
+
+    def __init__(self, name, convert):
+        self.name = name
+        self.convert = convert
+
+
+def slot(name, field=None):
+    """A named place for a value in a Statement, converted as `field` converts its values."""
+    return peewee.Value(_Slot(name, field.db_value if field else None), converter=False)
+
+
+# Columns the drivers (sqlite3, psycopg2) already return as the Python value Peewee would make.
+_NATIVE_FIELDS = (peewee.CharField, peewee.TextField, peewee.IntegerField)
+
+
+class Statement:
+    """A query built by `build()` on first use per database, then run with values for its slots."""
+
+    def __init__(self, build):
+        self._build = build
+        self._compiled = weakref.WeakKeyDictionary()
+
+    def _compile(self):
+        db = database.obj
+        compiled = self._compiled.get(db)
+        if compiled is None:
+            query = self._build()
+            # Values Peewee added itself (LIMIT 1, say) stay as they are.
+            sql, params = query.sql()
+            columns = [(field.name, None if isinstance(field, _NATIVE_FIELDS) else field.python_value)
+                       for field in getattr(query, "selected_columns", None) or ()]
+            compiled = self._compiled[db] = (sql, params, columns)
+        return compiled
+
+    def bind(self, values):
+        """The SQL and its parameters for these slot values."""
+        sql, params, _ = self._compile()
+        bound = []
+        for param in params:
+            if type(param) is _Slot:
+                value = values[param.name]
+                param = value if param.convert is None else param.convert(value)
+            bound.append(param)
+        return sql, bound
+
+    def execute(self, **values):
+        """Run the statement; returns the DB-API cursor."""
+        return database.execute_sql(*self.bind(values))
+
+    def rows(self, model, **values):
+        """Run a SELECT of `model` fields; a list of `model` instances, values converted as Peewee would."""
+        columns = self._compile()[2]
+        found = []
+        for row in self.execute(**values).fetchall():
+            # Peewee's own row wrapper sets every field through its descriptor: a cost that
+            # dominated a page of 50. Filling __data__ directly gives the same instance.
+            instance = model(__no_default__=True)
+            instance.__data__ = {
+                name: value if convert is None or value is None else convert(value)
+                for (name, convert), value in zip(columns, row)}
+            found.append(instance)
+        return found
+
+    def first(self, model, **values):
+        """The first row as a `model` instance, or None."""
+        found = self.rows(model, **values)
+        return found[0] if found else None
+
+
+def insert(model):
+    """INSERT of every column of `model` but an auto-incremented key, from slots named as fields."""
+    fields = [f for f in model._meta.sorted_fields if not isinstance(f, peewee.AutoField)]
+    return Statement(lambda: model.insert({f: slot(f.name, f) for f in fields}))
+
+
+def update_by_key(model):
+    """UPDATE of every column of the row with the same primary key, from slots named as fields."""
+    key = model._meta.primary_key
+    fields = [f for f in model._meta.sorted_fields if f is not key]
+    return Statement(lambda: model.update({f: slot(f.name, f) for f in fields})
+                     .where(key == slot(key.name, key)))
+
+
+def values_of(row):
+    """Every field of a model instance by name (None where unset), for insert and update_by_key."""
+    return {name: row.__data__.get(name) for name in row._meta.fields}

@@ -2,9 +2,12 @@
 import os
 
 bind = "{}:{}".format(os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000"))
-# Requests are short and CPU-bound (validation, encryption, JSON), so one sync worker per
-# core keeps both cores busy without the context switches of threads.
-workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))
+# Sync workers: one request each, no threads. A worker waiting for the database (a
+# PostgreSQL round trip, or SQLite's write lock held by another worker) leaves its core
+# idle, so gunicorn's recommended 2 x cores + 1 keeps the cores busy; measured on the
+# 2-core benchmark machine, one worker per core left a third of the save throughput unused
+# (README, Performance).
+workers = int(os.environ.get("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1) + 1))
 worker_class = "sync"
 # No preload: the PostgreSQL pool and SQLite connections are not fork-safe, so every
 # worker imports the app and opens its own connections after the fork.

@@ -31,18 +31,23 @@ LUA = Path(__file__).resolve().parent / "lua"
 OWNERS = 1000
 PER_OWNER = 100
 LIST_OWNER_SIZE = 200
+WARM_UP_REQUESTS = 1000
+RSS_AFTER_REQUESTS = 100_000
 
 
 def ensure_wrk():
     if shutil.which("wrk"):
         return
     print("installing wrk (Debian package)...", file=sys.stderr)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True,
-                   stdout=subprocess.DEVNULL)
+    install = ["apt-get", "install", "-y", "-qq", "wrk"]
+    if subprocess.run(install, stdout=subprocess.DEVNULL).returncode != 0:
+        # A fresh machine may have no package lists yet.
+        subprocess.run(["apt-get", "update", "-qq"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(install, check=True, stdout=subprocess.DEVNULL)
 
 
 def seed(env, owner):
-    """100,000 integrations over 1,000 owners, and LIST_OWNER_SIZE for the benchmark's owner."""
+    """100,000 integrations over 1,000 owners, and LIST_OWNER_SIZE for `owner`."""
     code = f"""
 import datetime as dt, uuid
 from potpie_flask import create_app
@@ -94,7 +99,9 @@ def parse_wrk(out):
     p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))
     p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return {"rps": rps, "p50": p50, "p99": p99, "non2xx": int(non2xx.group(1)) if non2xx else 0}
+    count = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"rps": rps, "p50": p50, "p99": p99, "count": count,
+            "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
 def worker_rss(server):
@@ -107,39 +114,62 @@ def worker_rss(server):
     return rss
 
 
+def warm_up(server, key, one_id, count):
+    """`count` requests over every scenario's route, before the first RSS reading."""
+    for i in range(count // 4):
+        server.request("GET", "/healthz")
+        server.request("GET", f"/api/v2/integrations/{one_id}", key=key)
+        server.request("GET", "/api/v2/integrations?limit=50", key=key)
+        server.request("POST", "/api/v2/integrations/save",
+                       {"name": f"warm {uuid.uuid4()}", "integration_type": "slack"}, key)
+
+
 def run_backend(label, env, args):
     key = flask_cli(env, "keys", "create", "--user-id", "bench_owner").split()[-1]
-    seed(env, "bench_owner")
-    with Gunicorn(env, workers=int(env.get("WEB_CONCURRENCY", 2))) as server:
+    # The list scenario reads an owner that holds exactly LIST_OWNER_SIZE integrations,
+    # whatever the save scenarios add to bench_owner.
+    list_key = flask_cli(env, "keys", "create", "--user-id", "bench_list").split()[-1]
+    seed(env, "bench_list")
+    with Gunicorn(env, workers=None) as server:
         one = server.request("POST", "/api/v2/integrations/save",
                              {"name": "bench one", "integration_type": "jira",
                               "auth_data": {"access_token": "bench-token"}}, key)[1]["data"]
-        lua_env = {"POTPIE_KEY": key, "POTPIE_ID": one["integration_id"],
-                   "POTPIE_RUN": uuid.uuid4().hex[:8]}
+        one_path = f"/api/v2/integrations/{one['integration_id']}"
+        run = uuid.uuid4().hex[:8]
+        writer = {"POTPIE_KEY": key, "POTPIE_RUN": run}
         scenarios = [
-            ("/healthz", "/healthz", None),
-            ("save-create", "/api/v2/integrations/save", "save_create.lua"),
-            ("save-upsert", "/api/v2/integrations/save", "save_upsert.lua"),
-            ("GET one", f"/api/v2/integrations/{one['integration_id']}", "get.lua"),
-            ("list (page of 50)", "/api/v2/integrations?limit=50", "get.lua"),
-            ("PATCH", f"/api/v2/integrations/{one['integration_id']}", "patch.lua"),
+            ("/healthz", "/healthz", None, writer),
+            ("save-create", "/api/v2/integrations/save", "save_create.lua", writer),
+            ("save-upsert", "/api/v2/integrations/save", "save_upsert.lua", writer),
+            ("GET one", one_path, "get.lua", writer),
+            ("list (page of 50)", "/api/v2/integrations?limit=50", "get.lua",
+             {"POTPIE_KEY": list_key}),
+            ("PATCH", one_path, "patch.lua", writer),
         ]
+        warm_up(server, key, one["integration_id"], WARM_UP_REQUESTS)
+        served = WARM_UP_REQUESTS
         rss_start = worker_rss(server)
         results = []
-        for name, path, script in scenarios:
-            results.append((name, wrk(server.url + path, script, args.duration,
-                                      args.connections, lua_env)))
+        for name, path, script, lua_env in scenarios:
+            result = wrk(server.url + path, script, args.duration, args.connections, lua_env)
+            served += result["count"]
+            results.append((name, result))
+        while served < RSS_AFTER_REQUESTS:
+            served += wrk(server.url + one_path, "get.lua", args.duration, args.connections,
+                          writer)["count"]
         rss_end = worker_rss(server)
     ceiling = results[0][1]["rps"]
     print(f"\n{label} ({args.connections} connections, {args.duration}s each, "
-          f"{env.get('WEB_CONCURRENCY', 2)} workers)")
-    print(f"| scenario | req/s | p50 ms | p99 ms | ratio to /healthz | non-2xx |")
+          f"{len(rss_start)} gunicorn workers)")
+    print("| scenario | req/s | p50 ms | p99 ms | ratio to /healthz | non-2xx |")
     print("|---|---|---|---|---|---|")
     for name, r in results:
         print(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
               f"{r['rps'] / ceiling:.2f} | {r['non2xx']} |")
-    print("worker RSS MiB before: " + ", ".join(f"{v:.1f}" for v in rss_start)
-          + "; after: " + ", ".join(f"{v:.1f}" for v in rss_end))
+    growth = ", ".join(f"{(end / start - 1) * 100:+.1f}%" for start, end in zip(rss_start, rss_end))
+    print(f"worker RSS MiB after {WARM_UP_REQUESTS:,} requests: "
+          + ", ".join(f"{v:.1f}" for v in rss_start)
+          + f"; after {served:,}: " + ", ".join(f"{v:.1f}" for v in rss_end) + f" ({growth})")
 
 
 def main():

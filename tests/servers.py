@@ -39,12 +39,17 @@ def server_env(instance_path, db_settings, **extra):
 
 
 class Gunicorn:
-    """`gunicorn wsgi:app -c gunicorn.conf.py` on a free loopback port."""
+    """`gunicorn wsgi:app -c gunicorn.conf.py` on a free loopback port.
+
+    `workers=None` keeps gunicorn.conf.py's own default (or the env's WEB_CONCURRENCY).
+    """
 
     def __init__(self, env, workers=2, log_path=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(env, PORT=str(self.port), HOST="127.0.0.1", WEB_CONCURRENCY=str(workers))
+        env = dict(env, PORT=str(self.port), HOST="127.0.0.1")
+        if workers is not None:
+            env["WEB_CONCURRENCY"] = str(workers)
         self.log_path = log_path
         self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(

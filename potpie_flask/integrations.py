@@ -192,7 +192,7 @@ def _create(owner, fields, vault, request_id):
     )
     defaults = {"scope_data": {}, "metadata": {}}
     changes = _apply(row, {**defaults, **fields}, vault, creating=True)
-    _INSERT.execute(**values_of(row))
+    _INSERT.write(**values_of(row))
     _record(row, "create", changes, now, request_id)
     return row
 
@@ -213,7 +213,7 @@ def _change(row, fields, vault, request_id):
     if changes:
         now = max(utcnow(), row.updated_at + _ONE_MICROSECOND)
         row.updated_at = now
-        _UPDATE.execute(**values_of(row))
+        _UPDATE.write(**values_of(row))
         _record(row, "update", changes, now, request_id)
     return row
 
@@ -225,7 +225,7 @@ def delete(owner, integration_id, request_id=None):
         changes = {key: {"old": value, "new": None} for key, value in _public_state(row).items()}
         if row.token_type is not None:
             changes["auth_data"] = {"old": REDACTED, "new": None}
-        _DELETE.execute(id=row.id)
+        _DELETE.write(id=row.id)
         _record(row, "delete", changes, utcnow(), request_id)
 
 
@@ -296,7 +296,7 @@ def _set_auth(row, given, vault):
 
 
 def _record(row, action, changes, timestamp, request_id):
-    _INSERT_AUDIT.execute(
+    _INSERT_AUDIT.write(
         integration_id=row.id,
         owner=row.owner,
         action=action,

@@ -64,6 +64,11 @@ class Statement:
         """Run the statement; returns the DB-API cursor."""
         return database.execute_sql(*self.bind(values))
 
+    def write(self, **values):
+        """Run a write whose result nobody reads; PostgreSQL may send it with the next statement."""
+        send_later = getattr(database.obj, "write_later", database.execute_sql)
+        send_later(*self.bind(values))
+
     def rows(self, model, **values):
         """Run a SELECT of `model` fields; a list of `model` instances, values converted as Peewee would."""
         columns = self._compile()[2]

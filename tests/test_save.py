@@ -156,6 +156,32 @@ def test_name_clash_is_409_case_insensitive_after_stripping(api, app):
         assert AuditEvent.select().count() == 1
 
 
+def test_a_refused_save_leaves_the_connection_usable_for_the_next_one(api, app):
+    # On PostgreSQL the failing INSERT travels with COMMIT; the pooled connection
+    # must come back out of the aborted transaction for the next request.
+    api.save({"name": "Taken", "integration_type": "jira"})
+    assert api.save({"name": "taken", "integration_type": "jira"}).status_code == 409
+    r = api.save({"name": "Free", "integration_type": "jira"})
+    assert r.status_code == 200
+    assert api.get(f"/api/v2/integrations/{r.get_json()['data']['integration_id']}"
+                   ).get_json()["data"]["name"] == "Free"
+    with app.app_context():
+        assert sorted(row.name for row in Integration.select()) == ["Free", "Taken"]
+        assert AuditEvent.select().count() == 2
+
+
+def test_percent_signs_quotes_and_semicolons_are_stored_verbatim(api):
+    # Writes are bound on the client and may share one message with COMMIT.
+    name = "100% '; DROP TABLE integration; -- %s %(x)s"
+    r = api.save({"name": name, "integration_type": "jira",
+                  "metadata": {"description": "50%% \\ \"q\" ;", "tags": ["%s"]}})
+    assert r.status_code == 200
+    read = api.get(f"/api/v2/integrations/{r.get_json()['data']['integration_id']}")
+    assert read.get_json()["data"]["name"] == name
+    assert read.get_json()["data"]["metadata"]["description"] == "50%% \\ \"q\" ;"
+    assert read.get_json()["data"]["metadata"]["tags"] == ["%s"]
+
+
 def test_renaming_through_upsert_onto_another_name_is_409(api):
     api.save({"name": "A", "integration_type": "jira", "unique_identifier": "a"})
     api.save({"name": "B", "integration_type": "jira", "unique_identifier": "b"})

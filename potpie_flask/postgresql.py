@@ -1,0 +1,124 @@
+"""Pooled PostgreSQL: no round trip to check a connection out, few round trips per transaction."""
+import logging
+
+import peewee
+from playhouse.pool import PooledPostgresqlDatabase
+from psycopg2.extensions import TRANSACTION_STATUS_UNKNOWN
+
+log = logging.getLogger("potpie_flask")
+
+
+class PooledPostgresql(PooledPostgresqlDatabase):
+    """Pooled PostgreSQL whose checkout costs no round trip, yet survives connections that died idle.
+
+    Peewee's pool pings every connection it hands out (SELECT 1): one extra round
+    trip per request, paid to guard against something that happens only after a
+    database restart or a network cut. Here a checkout trusts what psycopg2
+    already knows (`conn.closed`), and the first statement sent on a connection
+    taken from the pool is sent once more, on a new connection, when it fails
+    because that connection turned out to be dead. Only statements that write
+    nothing (BEGIN, SELECT) are repeated, so a statement that did reach the
+    server before the connection broke can never be applied twice.
+
+    Inside a transaction, round trips are saved too: BEGIN is sent with the
+    transaction's first statement, and writes queued with `write_later` (whose
+    results nobody reads) are sent with the next statement or with COMMIT, in one
+    message. psycopg2 binds parameters on the client, so the message is exactly the
+    statements it would have sent one by one; PostgreSQL stops at the first that
+    fails, and that error is raised by the call that sent it (COMMIT, typically),
+    after which the transaction is rolled back as usual.
+    """
+
+    def _is_closed(self, conn):
+        return bool(conn.closed) or conn.get_transaction_status() == TRANSACTION_STATUS_UNKNOWN
+
+    def _connect(self):
+        with self._pool_lock:
+            idle = {id(conn) for _, _, conn in self._connections}
+            conn = super()._connect()
+        # Only a connection that waited in the pool can have died unnoticed.
+        self._state.untested = id(conn) in idle
+        return conn
+
+    def execute_sql(self, sql, params=None):
+        unsent = self._take_unsent()
+        if unsent:
+            return self._send(unsent + [self._bound(sql, params)])
+        run = super().execute_sql
+        if self._first_use() and sql.lstrip()[:6].upper() == "SELECT":
+            return self._again_if_died_idle(lambda: run(sql, params))
+        return run(sql, params)
+
+    def begin(self, isolation_level=None):
+        run = super().begin
+        if self._first_use():
+            return self._again_if_died_idle(lambda: run(isolation_level))
+        if isolation_level or self._isolation_level:
+            return run(isolation_level)
+        self._state.unsent = [b"BEGIN"]
+
+    def write_later(self, sql, params=None):
+        """Run a write whose result nobody reads: in a transaction, with the next message sent."""
+        unsent = getattr(self._state, "unsent", None)
+        if unsent is None or not self.in_transaction():
+            self.execute_sql(sql, params)
+        else:
+            unsent.append(self._bound(sql, params))
+
+    def commit(self):
+        unsent = self._take_unsent()
+        if unsent:
+            self._send(unsent + [b"COMMIT"])
+        else:
+            super().commit()
+
+    def rollback(self):
+        unsent = self._take_unsent()
+        if unsent and unsent[0] == b"BEGIN":
+            return  # nothing of this transaction reached the server
+        super().rollback()
+
+    def _take_unsent(self):
+        unsent = getattr(self._state, "unsent", None)
+        self._state.unsent = None
+        return unsent
+
+    def _bound(self, sql, params):
+        return self.cursor().mogrify(sql, params or None)
+
+    def _send(self, statements):
+        with peewee.__exception_wrapper__:
+            cursor = self.cursor()
+            cursor.execute(b"; ".join(statements))
+        return cursor
+
+    def _first_use(self):
+        if self.is_closed() and self.autoconnect:
+            # Check out now (peewee would do it inside the call) so the flag is this connection's.
+            self.connect()
+        untested = getattr(self._state, "untested", False)
+        self._state.untested = False
+        return untested
+
+    def _again_if_died_idle(self, run):
+        try:
+            return run()
+        except (peewee.OperationalError, peewee.InterfaceError):
+            dead = self._state.conn
+            if dead is None or not dead.closed:
+                raise  # the server answered: a real error, not a lost connection
+        log.warning("pooled database connection had died while idle; reconnecting")
+        self._replace(dead)
+        return run()
+
+    def _replace(self, dead):
+        """Swap the dead connection for a new one, keeping the open transaction state."""
+        with self._pool_lock:
+            self._in_use.pop(self.conn_key(dead), None)
+            self._close_raw(dead)
+            # The connections idle beside it talked to the same server: most likely dead too.
+            self.close_idle()
+        with peewee.__exception_wrapper__:
+            conn = self._connect()
+        self._state.conn = conn
+        self._initialize_connection(conn)

@@ -1,6 +1,7 @@
 """Throughput benchmark: gunicorn + wrk against SQLite (and PostgreSQL), as ratios to /healthz.
 
 Usage: .venv/bin/python bench/run.py [--pg URL] [--duration 10] [--connections 32]
+                                     [--sqlite-only] [--limiter [--redis URL]]
 
 It makes its own data (a fresh instance folder, keys through the CLI, 100,000
 integrations over 1,000 owners), starts the service with the project's
@@ -33,6 +34,7 @@ PER_OWNER = 100
 LIST_OWNER_SIZE = 200
 WARM_UP_REQUESTS = 1000
 RSS_AFTER_REQUESTS = 100_000
+LIMITER_ROUNDS = 2
 
 
 def ensure_wrk():
@@ -172,6 +174,33 @@ def run_backend(label, env, args):
           + f"; after {served:,}: " + ", ".join(f"{v:.1f}" for v in rss_end) + f" ({growth})")
 
 
+def limiter_cost(env, args):
+    """save-create with the rate limiter off, on in memory, on in Redis: servers taking turns."""
+    key = flask_cli(env, "keys", "create", "--user-id", "bench_limiter").split()[-1]
+    stores = [("off", {"POTPIE_RATELIMIT_ENABLED": "false"}),
+              ("memory://", {"POTPIE_RATELIMIT_ENABLED": "true"})]
+    if args.redis:
+        stores.append(("Redis", {"POTPIE_RATELIMIT_ENABLED": "true",
+                                 "POTPIE_RATELIMIT_STORAGE_URI": args.redis,
+                                 "POTPIE_RATELIMIT_KEY_PREFIX": f"bench{uuid.uuid4().hex[:8]}"}))
+    rps = {label: [] for label, _ in stores}
+    for _ in range(LIMITER_ROUNDS):
+        for label, extra in stores:
+            # A budget no run can spend: the limiter counts every request but refuses none.
+            limited = dict(env, POTPIE_RATELIMIT_DEFAULT="100000000 per minute", **extra)
+            with Gunicorn(limited, workers=None) as server:
+                rps[label].append(wrk(server.url + "/api/v2/integrations/save", "save_create.lua",
+                                      args.duration, args.connections,
+                                      {"POTPIE_KEY": key, "POTPIE_RUN": uuid.uuid4().hex[:8]})["rps"])
+    print(f"\nRate limiter on save-create (SQLite; {LIMITER_ROUNDS} rounds, servers taking turns)")
+    print("| limiter | req/s per round | mean | ratio to off |")
+    print("|---|---|---|---|")
+    off = sum(rps["off"]) / LIMITER_ROUNDS
+    for label, values in rps.items():
+        mean = sum(values) / LIMITER_ROUNDS
+        print(f"| {label} | {', '.join(f'{v:.0f}' for v in values)} | {mean:.0f} | {mean / off:.2f} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pg", default=os.environ.get("POTPIE_TEST_DATABASE_URL"),
@@ -179,6 +208,10 @@ def main():
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--sqlite-only", action="store_true")
+    parser.add_argument("--limiter", action="store_true",
+                        help="also measure the rate limiter's cost on save-create (SQLite)")
+    parser.add_argument("--redis", default=os.environ.get("POTPIE_TEST_REDIS_URL"),
+                        help="Redis URL for --limiter's shared-storage run")
     args = parser.parse_args()
     ensure_wrk()
     base = {k: v for k, v in os.environ.items()
@@ -188,6 +221,8 @@ def main():
         env = dict(base, POTPIE_INSTANCE_PATH=os.path.join(tmp, "sqlite"))
         flask_cli(env, "db", "upgrade")
         run_backend("SQLite", env, args)
+        if args.limiter:
+            limiter_cost(env, args)
         if args.pg and not args.sqlite_only:
             run_postgresql(base, tmp, args)
 

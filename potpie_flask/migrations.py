@@ -1,14 +1,20 @@
 """Versioned, idempotent schema upgrades (`flask db upgrade`)."""
 from .db import database
-from .models import ALL_MODELS, SchemaVersion
+from .models import ALL_MODELS, Integration, SchemaVersion
 
 
 def _create_initial_tables():
     database.create_tables(ALL_MODELS, safe=True)
 
 
+def _index_integrations_newest_first():
+    """Replace the all-ascending (owner, created_at, id) index by one in the list's order."""
+    database.execute_sql('DROP INDEX IF EXISTS "integration_owner_created_at_id"')
+    Integration._schema.create_indexes(safe=True)
+
+
 # Append new steps (e.g. playhouse.migrate operations); never edit an applied one.
-MIGRATIONS = (_create_initial_tables,)
+MIGRATIONS = (_create_initial_tables, _index_integrations_newest_first)
 
 # Any constant key works; it only serializes concurrent upgrades on one PostgreSQL.
 _PG_LOCK_KEY = 0x706F747069

@@ -96,8 +96,13 @@ class Integration(BaseModel):
         indexes = (
             (("owner", "unique_identifier"), True),
             (("owner", "name_key"), True),
-            (("owner", "created_at", "id"), False),
         )
+
+
+# The list's own order (SPEC section 6: created_at desc, then integration_id), read straight
+# off the index: with every column ascending, SQLite sorted each page's ties in a temp b-tree.
+Integration.add_index(Integration.owner, Integration.created_at.desc(), Integration.id,
+                      name="integration_owner_newest_first")
 
 
 class AuditEvent(BaseModel):

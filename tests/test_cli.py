@@ -23,6 +23,23 @@ def test_db_upgrade_creates_a_fresh_schema(runner, app):
     assert result.output == f"schema at version {len(migrations.MIGRATIONS)} (was 0)\n"
 
 
+def test_db_upgrade_from_version_1_indexes_integrations_in_the_list_order(runner, app, api):
+    api.save({"name": "Kept", "integration_type": "jira"})
+    with app.app_context(), database.connection_context():
+        # The version 1 schema: the list's index with every column ascending.
+        database.execute_sql('DROP INDEX "integration_owner_newest_first"')
+        database.execute_sql('CREATE INDEX "integration_owner_created_at_id" '
+                             'ON "integration" ("owner", "created_at", "id")')
+        SchemaVersion.update(version=1).execute()
+    result = runner.invoke(args=["db", "upgrade"])
+    assert result.output == f"schema at version {len(migrations.MIGRATIONS)} (was 1)\n"
+    with app.app_context(), database.connection_context():
+        indexes = {index.name for index in database.get_indexes("integration")}
+    assert "integration_owner_newest_first" in indexes
+    assert "integration_owner_created_at_id" not in indexes
+    assert [row["name"] for row in api.get("/api/v2/integrations").get_json()["data"]] == ["Kept"]
+
+
 def test_shell_preloads_the_models(app):
     context = app.make_shell_context()
     for name in ("app", "db", "Integration", "ApiKey", "AuditEvent"):

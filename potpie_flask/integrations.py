@@ -146,8 +146,15 @@ def save(owner, fields, vault, request_id=None):
     """Create an integration, or update the owner's one with the same unique_identifier."""
     for attempt in range(_SAVE_ATTEMPTS):
         try:
+            if fields.get("unique_identifier"):
+                with database.atomic():
+                    return _upsert(owner, fields, vault, request_id)
+            # Nothing to read first: the row and its audit entry are built before the
+            # transaction, which then only writes (SQLite's write lock is held shorter).
+            row, changes = _new_row(owner, fields, vault)
             with database.atomic():
-                return _save_once(owner, fields, vault, request_id)
+                _insert(row, changes, request_id)
+            return row
         except peewee.IntegrityError:
             if _name_held_by_another(owner, fields):
                 raise NameTaken() from None
@@ -164,19 +171,20 @@ def _name_held_by_another(owner, fields):
     return query.exists()
 
 
-def _save_once(owner, fields, vault, request_id):
-    existing = None
-    if fields.get("unique_identifier"):
-        existing = _BY_IDENTIFIER_LOCKED.first(
-            Integration, owner=owner, unique_identifier=fields["unique_identifier"])
+def _upsert(owner, fields, vault, request_id):
+    existing = _BY_IDENTIFIER_LOCKED.first(
+        Integration, owner=owner, unique_identifier=fields["unique_identifier"])
     if existing is None:
-        return _create(owner, fields, vault, request_id)
+        row, changes = _new_row(owner, fields, vault)
+        _insert(row, changes, request_id)
+        return row
     if existing.integration_type != fields["integration_type"]:
         raise TypeChangeRefused()
     return _change(existing, fields, vault, request_id)
 
 
-def _create(owner, fields, vault, request_id):
+def _new_row(owner, fields, vault):
+    """A new integration from saved fields, and its changes in audit form; nothing written."""
     now = utcnow()
     integration_id = str(uuid.uuid4())
     row = Integration(
@@ -191,10 +199,12 @@ def _create(owner, fields, vault, request_id):
         updated_at=now,
     )
     defaults = {"scope_data": {}, "metadata": {}}
-    changes = _apply(row, {**defaults, **fields}, vault, creating=True)
+    return row, _apply(row, {**defaults, **fields}, vault, creating=True)
+
+
+def _insert(row, changes, request_id):
     _INSERT.write(**values_of(row))
-    _record(row, "create", changes, now, request_id)
-    return row
+    _record(row, "create", changes, row.created_at, request_id)
 
 
 def update(owner, integration_id, fields, vault, request_id=None):

@@ -225,7 +225,7 @@ def test_no_raw_error_text_reaches_a_500(api, app, monkeypatch):
     def explode(*args, **kwargs):
         raise RuntimeError("SELECT secret FROM somewhere")
 
-    monkeypatch.setattr(integrations, "_save_once", explode)
+    monkeypatch.setattr(integrations, "_new_row", explode)
     r = api.save({"name": "X", "integration_type": "jira"})
     assert r.status_code == 500
     assert r.get_json() == {"success": False, "data": None,

@@ -7,6 +7,9 @@ from psycopg2.extensions import TRANSACTION_STATUS_UNKNOWN
 
 log = logging.getLogger("potpie_flask")
 
+# What Peewee sends to open, release and roll back to a savepoint.
+_SAVEPOINTS = ("SAVEPOINT", "RELEASE", "ROLLBACK")
+
 
 class PooledPostgresql(PooledPostgresqlDatabase):
     """Pooled PostgreSQL whose checkout costs no round trip, yet survives connections that died idle.
@@ -26,13 +29,16 @@ class PooledPostgresql(PooledPostgresqlDatabase):
     message. psycopg2 binds parameters on the client, so the message is exactly the
     statements it would have sent one by one; PostgreSQL stops at the first that
     fails, and that error is raised by the call that sent it (COMMIT, typically),
-    after which the transaction is rolled back as usual.
+    after which the transaction is rolled back as usual. From a savepoint on, a
+    transaction's writes are sent one by one again: a write failing inside a
+    savepoint must fail there, not with the ROLLBACK TO SAVEPOINT after it.
     """
 
     def _is_closed(self, conn):
         return bool(conn.closed) or conn.get_transaction_status() == TRANSACTION_STATUS_UNKNOWN
 
     def _connect(self):
+        self._state.unsent = None
         with self._pool_lock:
             idle = {id(conn) for _, _, conn in self._connections}
             conn = super()._connect()
@@ -40,8 +46,14 @@ class PooledPostgresql(PooledPostgresqlDatabase):
         self._state.untested = id(conn) in idle
         return conn
 
+    def _close(self, conn, close_conn=False):
+        self._state.unsent = None
+        super()._close(conn, close_conn)
+
     def execute_sql(self, sql, params=None):
         unsent = self._take_unsent()
+        if unsent is not None and not sql.lstrip()[:9].upper().startswith(_SAVEPOINTS):
+            self._state.unsent = []  # later writes of this transaction queue again
         if unsent:
             return self._send(unsent + [self._bound(sql, params)])
         run = super().execute_sql
@@ -84,7 +96,8 @@ class PooledPostgresql(PooledPostgresqlDatabase):
         return unsent
 
     def _bound(self, sql, params):
-        return self.cursor().mogrify(sql, params or None)
+        # As peewee passes them: an empty tuple still turns %% into %.
+        return self.cursor().mogrify(sql, params or ())
 
     def _send(self, statements):
         with peewee.__exception_wrapper__:

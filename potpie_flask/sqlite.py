@@ -1,20 +1,26 @@
-"""SQLite with writers queued by the kernel: the embedded default database."""
+"""SQLite with writers queued on a lock file: the embedded default database."""
 import fcntl
 import os
 import threading
+import time
 
 import peewee
 
+# Polling the lock file: first wait, and the longest (SQLite's own loop waits 1, 2, 5... ms).
+_FIRST_WAIT = 0.00005
+_LONGEST_WAIT = 0.001
+
 
 class QueuedWritersSqlite(peewee.SqliteDatabase):
-    """SQLite whose writers wait in the kernel's queue for a lock file, not in SQLite's busy loop.
+    """SQLite whose writers wait for each other on a lock file, not in SQLite's busy loop.
 
-    A writer that finds SQLite locked sleeps and retries (1, 2, 5, 10... ms), so two
+    A writer that finds SQLite locked sleeps and retries after 1, 2, 5, 10... ms, so
     gunicorn workers saving at once lose more time per collision than the transaction
     they wait for takes. Every transaction here first takes an exclusive flock on
-    `<database>-writers.lock`; a waiter is woken the moment the holder commits, and a
-    killed holder's lock is released by the kernel. SQLite's busy timeout still bounds
-    the wait for anyone else holding SQLite's own lock (the sqlite3 shell, a backup).
+    `<database>-writers.lock`, polled from 50 µs up to every 1 ms and given up after
+    the busy timeout (OperationalError, a 503). A killed holder's lock is released by
+    the kernel. SQLite's busy timeout also still bounds the wait for anyone else
+    holding SQLite's own lock (the sqlite3 shell, a backup).
 
     SQLite would checkpoint the WAL inside the COMMIT that crosses its threshold,
     with the lock file still held, stalling every writer for the checkpoint's fsyncs.
@@ -25,29 +31,40 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
 
     CHECKPOINT_EVERY = 200
 
-    def __init__(self, database, pragmas=(), **kwargs):
+    def __init__(self, database, pragmas=(), timeout=5, **kwargs):
         pragmas = [*dict(pragmas).items(), ("wal_autocheckpoint", 0)]
-        super().__init__(database, pragmas=pragmas, **kwargs)
+        super().__init__(database, pragmas=pragmas, timeout=timeout, **kwargs)
+        self._lock_timeout = timeout
         self._lock_files = threading.local()
 
     def _lock_file(self):
-        # One open file per thread and process, kept while the thread's connection is:
-        # flock excludes open files, not processes, and a forked child must not share one.
+        # One open file per thread and process: flock excludes open files, not processes,
+        # and a forked child must not share its parent's. Closed when its thread ends.
         held = self._lock_files
         if getattr(held, "pid", None) != os.getpid():
-            held.fd = os.open(self.database + "-writers.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            held.file = open(self.database + "-writers.lock", "ab", buffering=0)
             held.pid = os.getpid()
-        return held.fd
+        return held.file
 
-    def _close(self, conn):
-        super()._close(conn)
-        held = self._lock_files
-        if getattr(held, "pid", None) == os.getpid():
-            os.close(held.fd)
-            held.pid = None
+    def _acquire(self):
+        lock_file = self._lock_file()
+        deadline = time.monotonic() + self._lock_timeout
+        wait = _FIRST_WAIT
+        while True:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise peewee.OperationalError("database is locked") from None
+                time.sleep(wait)
+                wait = min(wait * 2, _LONGEST_WAIT)
+
+    def _release(self):
+        fcntl.flock(self._lock_file(), fcntl.LOCK_UN)
 
     def begin(self, lock_type=None):
-        fcntl.flock(self._lock_file(), fcntl.LOCK_EX)
+        self._acquire()
         try:
             super().begin(lock_type)
         except BaseException:
@@ -55,10 +72,10 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
             raise
 
     def commit(self):
-        try:
-            super().commit()
-        finally:
-            self._release()
+        # Released only once committed: a failed COMMIT is followed by rollback(), which
+        # releases, so no other writer starts while this transaction is still open.
+        super().commit()
+        self._release()
         held = self._lock_files
         held.commits = getattr(held, "commits", 0) + 1
         if held.commits % self.CHECKPOINT_EVERY == 0:
@@ -72,6 +89,3 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
             super().rollback()
         finally:
             self._release()
-
-    def _release(self):
-        fcntl.flock(self._lock_file(), fcntl.LOCK_UN)

@@ -5,6 +5,7 @@ SPEC section 4: an unreachable or locked database answers 503 with Retry-After a
 /healthz 200 meanwhile. After the outage the next requests succeed, without a
 restart and without an error from a connection that died in the pool.
 """
+import fcntl
 import sqlite3
 import time
 
@@ -136,4 +137,20 @@ def test_sqlite_writer_holding_the_lock_past_the_busy_timeout_gives_503(
     finally:
         holder.rollback()
         holder.close()
+    assert api.save(body(2)).status_code == 200
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_sqlite_writer_waiting_for_another_worker_past_the_busy_timeout_gives_503(
+        short_busy_timeout, app, api):
+    # Another worker's transaction holds the writers' lock file (its own open file).
+    lock_path = app.config["DATABASE_URL"][len("sqlite:///"):] + "-writers.lock"
+    assert api.save(body(1)).status_code == 200
+    with open(lock_path, "ab") as other_worker:
+        fcntl.flock(other_worker, fcntl.LOCK_EX)
+        started = time.monotonic()
+        r = api.save(body(2))
+        assert_unavailable(r.status_code, r.get_json(), r.headers)
+        assert time.monotonic() - started < 5
+        assert api.get("/api/v2/integrations").get_json()["pagination"]["total"] == 1
     assert api.save(body(2)).status_code == 200

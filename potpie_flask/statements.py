@@ -26,7 +26,8 @@ def slot(name, field=None):
     return peewee.Value(_Slot(name, field.db_value if field else None), converter=False)
 
 
-# Columns the drivers (sqlite3, psycopg2) already return as the Python value Peewee would make.
+# Columns the drivers (sqlite3, psycopg2) already return as the Python value Peewee would
+# make. Exact types: a subclass may convert values its own way.
 _NATIVE_FIELDS = (peewee.CharField, peewee.TextField, peewee.IntegerField)
 
 
@@ -44,7 +45,7 @@ class Statement:
             query = self._build()
             # Values Peewee added itself (LIMIT 1, say) stay as they are.
             sql, params = query.sql()
-            columns = [(field.name, None if isinstance(field, _NATIVE_FIELDS) else field.python_value)
+            columns = [(field.name, None if type(field) in _NATIVE_FIELDS else field.python_value)
                        for field in getattr(query, "selected_columns", None) or ()]
             compiled = self._compiled[db] = (sql, params, columns)
         return compiled

@@ -49,18 +49,17 @@ def _locked(query):
     return query.for_update() if supports_row_locks() else query
 
 
-def _owned_query():
+def _owners_one_by(field):
+    """The owner's integration whose `field` has the slot of the same name."""
     return Integration.select().where(
         (Integration.owner == slot("owner", Integration.owner))
-        & (Integration.id == slot("id", Integration.id))).limit(1)
+        & (field == slot(field.name, field))).limit(1)
 
 
-_OWNED = Statement(_owned_query)
-_OWNED_LOCKED = Statement(lambda: _locked(_owned_query()))
-_BY_IDENTIFIER_LOCKED = Statement(lambda: _locked(Integration.select().where(
-    (Integration.owner == slot("owner", Integration.owner))
-    & (Integration.unique_identifier == slot("unique_identifier", Integration.unique_identifier))
-).limit(1)))
+_OWNED = Statement(lambda: _owners_one_by(Integration.id))
+_OWNED_LOCKED = Statement(lambda: _locked(_owners_one_by(Integration.id)))
+_BY_IDENTIFIER_LOCKED = Statement(
+    lambda: _locked(_owners_one_by(Integration.unique_identifier)))
 _INSERT = insert(Integration)
 _UPDATE = update_by_key(Integration)
 _DELETE = Statement(lambda: Integration.delete().where(Integration.id == slot("id", Integration.id)))
@@ -126,8 +125,7 @@ def list_integrations(owner, filters, limit, offset):
         _LISTS[keys] = _list_statements(keys)
     count, page = _LISTS[keys]
     total = count.execute(owner=owner, **filters).fetchone()[0]
-    rows = list(page.rows(Integration, owner=owner, limit=limit, offset=offset, **filters))
-    return rows, total
+    return page.rows(Integration, owner=owner, limit=limit, offset=offset, **filters), total
 
 
 def audit_trail(owner, integration_id, limit, offset):

@@ -20,6 +20,10 @@ DATABASE_POOL_TIMEOUT = 5
 DATABASE_STALE_TIMEOUT = 300
 # Seconds a PostgreSQL connection attempt may take.
 DATABASE_CONNECT_TIMEOUT = 5
+# Each pooled connection prepares the service's statements once (PREPARE/EXECUTE) instead of
+# having them parsed and planned on every request. Prepared statements belong to a server
+# session: set false behind PgBouncer in transaction mode.
+DATABASE_PREPARED_STATEMENTS = True
 
 # Seconds a client is told to wait after a 503.
 RETRY_AFTER_SECONDS = 5

@@ -1,7 +1,10 @@
 """Pooled PostgreSQL: no round trip to check a connection out, few round trips per transaction."""
+import itertools
 import logging
+import re
 
 import peewee
+import psycopg2.extensions
 from playhouse.pool import PooledPostgresqlDatabase
 from psycopg2.extensions import TRANSACTION_STATUS_UNKNOWN
 
@@ -9,6 +12,23 @@ log = logging.getLogger("potpie_flask")
 
 # What Peewee sends to open, release and roll back to a savepoint.
 _SAVEPOINTS = ("SAVEPOINT", "RELEASE", "ROLLBACK")
+# psycopg2's placeholders, and its escaped percent sign.
+_PLACEHOLDER = re.compile(r"%[s%]")
+
+
+class _Connection(psycopg2.extensions.connection):
+    """A psycopg2 connection that knows which statements it has prepared on its server session."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prepared = set()
+
+
+def _numbered(sql):
+    """psycopg2's SQL with $1, $2... in place of %s, as PREPARE takes it; and how many."""
+    count = itertools.count(1)
+    text = _PLACEHOLDER.sub(lambda m: "%" if m.group() == "%%" else f"${next(count)}", sql)
+    return text, next(count) - 1
 
 
 class PooledPostgresql(PooledPostgresqlDatabase):
@@ -32,7 +52,46 @@ class PooledPostgresql(PooledPostgresqlDatabase):
     after which the transaction is rolled back as usual. From a savepoint on, a
     transaction's writes are sent one by one again: a write failing inside a
     savepoint must fail there, not with the ROLLBACK TO SAVEPOINT after it.
+
+    Statements built once (`statements.py`) are also planned once per connection:
+    `prepare(sql)` names them, and each connection sends `PREPARE` the first time it
+    runs one, then only `EXECUTE name(values)`, which spares the server parsing and
+    planning the same small statement on every request (as psycopg 3 and asyncpg do
+    by default). Prepared statements live in a server session, so behind PgBouncer in
+    transaction mode they must be switched off (`prepared_statements=False`).
     """
+
+    def __init__(self, database, prepared_statements=True, **kwargs):
+        kwargs.setdefault("connection_factory", _Connection)
+        super().__init__(database, **kwargs)
+        self._prepared_statements = prepared_statements
+        # "EXECUTE name(...)" -> (name, "PREPARE name AS ...", whether it only reads)
+        self._prepares = {}
+
+    def prepare(self, sql):
+        """The SQL to run in place of `sql`: EXECUTE of a statement each connection prepares once."""
+        if not self._prepared_statements:
+            return sql
+        text, count = _numbered(sql)
+        name = f"potpie_{len(self._prepares) + 1}"
+        execute = f"EXECUTE {name}({', '.join(['%s'] * count)})" if count else f"EXECUTE {name}"
+        self._prepares[execute] = (name, f"PREPARE {name} AS {text}", _reads_only(sql))
+        return execute
+
+    def _execute_cursor(self, sql, params, **cursor_options):
+        self._ensure_prepared(sql)
+        return super()._execute_cursor(sql, params, **cursor_options)
+
+    def _ensure_prepared(self, sql):
+        prepare = self._prepares.get(sql)
+        if prepare is None:
+            return
+        name, statement, _ = prepare
+        conn = self.connection()
+        if name not in conn.prepared:
+            with peewee.__exception_wrapper__:
+                conn.cursor().execute(statement)
+            conn.prepared.add(name)
 
     def _is_closed(self, conn):
         return bool(conn.closed) or conn.get_transaction_status() == TRANSACTION_STATUS_UNKNOWN
@@ -57,9 +116,13 @@ class PooledPostgresql(PooledPostgresqlDatabase):
         if unsent:
             return self._send(unsent + [self._bound(sql, params)])
         run = super().execute_sql
-        if self._first_use() and sql.lstrip()[:6].upper() == "SELECT":
+        if self._first_use() and self._reads_only(sql):
             return self._again_if_died_idle(lambda: run(sql, params))
         return run(sql, params)
+
+    def _reads_only(self, sql):
+        prepare = self._prepares.get(sql)
+        return prepare[2] if prepare else _reads_only(sql)
 
     def begin(self, isolation_level=None):
         run = super().begin
@@ -96,6 +159,7 @@ class PooledPostgresql(PooledPostgresqlDatabase):
         return unsent
 
     def _bound(self, sql, params):
+        self._ensure_prepared(sql)
         # As peewee passes them: an empty tuple still turns %% into %.
         return self.cursor().mogrify(sql, params or ())
 
@@ -135,3 +199,7 @@ class PooledPostgresql(PooledPostgresqlDatabase):
             conn = self._connect()
         self._state.conn = conn
         self._initialize_connection(conn)
+
+
+def _reads_only(sql):
+    return sql.lstrip()[:6].upper() == "SELECT"

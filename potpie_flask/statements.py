@@ -4,7 +4,8 @@ Turning a Peewee query object into SQL costs more than running that SQL on a req
 this small (see README, Performance). A Statement is an ordinary Peewee query,
 written once with `slot(name, field)` where its values go; the first time it runs on
 a database Peewee renders it, and every later run only binds values to the slots.
-Values are converted with the field's own `db_value`, exactly as Peewee would.
+Values are converted with the field's own `db_value`, exactly as Peewee would. A
+database that can keep the plan too (PostgreSQL's `prepare`) is given the SQL once.
 """
 import weakref
 
@@ -45,6 +46,8 @@ class Statement:
             query = self._build()
             # Values Peewee added itself (LIMIT 1, say) stay as they are.
             sql, params = query.sql()
+            if hasattr(db, "prepare"):
+                sql = db.prepare(sql)
             columns = [(field.name, None if type(field) in _NATIVE_FIELDS else field.python_value)
                        for field in getattr(query, "selected_columns", None) or ()]
             compiled = self._compiled[db] = (sql, params, columns)

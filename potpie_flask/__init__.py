@@ -4,6 +4,7 @@ import os
 from flask import Flask
 
 from . import api, cli, crypto, db, docs, errors, logs, migrations, ops, ratelimit
+from .json_provider import OrjsonProvider
 
 
 def create_app(test_config=None):
@@ -24,6 +25,7 @@ def create_app(test_config=None):
         app.config.update(test_config)
     app.config.setdefault("DATABASE_URL", db.default_url(app.instance_path))
     os.makedirs(app.instance_path, exist_ok=True)
+    app.json = OrjsonProvider(app)
     app.json.sort_keys = False
 
     logs.init_app(app)

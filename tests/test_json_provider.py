@@ -1,0 +1,39 @@
+"""Response bodies from orjson say exactly what Flask's standard encoder says."""
+import datetime as dt
+import json
+import uuid
+
+import pytest
+from flask import jsonify
+
+from potpie_flask import create_app
+
+
+@pytest.fixture
+def plain_app(instance_path):
+    return create_app({"RATELIMIT_ENABLED": False})
+
+
+def body_of(app, *args, **kwargs):
+    with app.test_request_context():
+        response = jsonify(*args, **kwargs)
+        assert response.mimetype == "application/json"
+        return response.get_data()
+
+
+@pytest.mark.parametrize("value", [
+    {"success": True, "data": [{"name": "Ünïcode ✓", "n": 1, "ok": False, "none": None}],
+     "error": None},
+    {"when": dt.datetime(2025, 1, 15, 10, 30), "id": uuid.UUID(int=7), "list": [1.5, "x"]},
+    {"big": 2 ** 70, "lone": "a\ud800b"},
+    {1: "integer key", "order": {"z": 1, "a": 2}},
+], ids=["envelope", "datetime-and-uuid", "beyond-orjson", "integer-key"])
+def test_a_body_parses_to_what_the_standard_encoder_makes_of_it(plain_app, value):
+    body = body_of(plain_app, value)
+    standard = json.dumps(value, default=plain_app.json.default)
+    assert json.loads(body) == json.loads(standard)
+    assert body.endswith(b"}\n")
+
+
+def test_keys_keep_their_order_and_bodies_are_compact(plain_app):
+    assert body_of(plain_app, {"z": 1, "a": [1, 2]}) == b'{"z":1,"a":[1,2]}\n'

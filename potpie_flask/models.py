@@ -79,12 +79,15 @@ class Integration(BaseModel):
 
     def metadata(self):
         """The five metadata keys as stored."""
+        values = self.__data__.get
+        tags = values("tags")
         return {
-            "instance_name": self.instance_name,
-            "created_via": self.created_via,
-            "version": self.version,
-            "description": self.description,
-            "tags": json.loads(self.tags),
+            "instance_name": values("instance_name"),
+            "created_via": values("created_via"),
+            "version": values("version"),
+            "description": values("description"),
+            # Most integrations have no tags: skip the JSON parser for them.
+            "tags": [] if tags == "[]" else json.loads(tags),
         }
 
     def set_metadata(self, metadata):

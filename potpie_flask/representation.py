@@ -1,6 +1,9 @@
 """The JSON shapes of integrations and audit events (SPEC section 5)."""
 import json
 
+from .models import Integration
+
+
 def timestamp(value):
     """UTC (stored naive) as ISO 8601 with six fractional digits and a Z; None stays None."""
     return None if value is None else value.isoformat(timespec="microseconds") + "Z"
@@ -8,25 +11,28 @@ def timestamp(value):
 
 def integration(row):
     """The one representation every route returns; never a secret."""
-    scope = row.scope_data()
+    # Read from the row's value dict: what Peewee's field descriptors would return, without
+    # a descriptor call per field (a list page builds 50 of these).
+    values = row.__data__.get
+    scope = {key: values(key) for key in Integration.SCOPE_KEYS}
     return {
-        "integration_id": row.id,
-        "name": row.name,
-        "integration_type": row.integration_type,
-        "status": row.status,
-        "active": row.active,
-        "unique_identifier": row.unique_identifier,
-        "created_by": row.owner,
-        "created_at": timestamp(row.created_at),
-        "updated_at": timestamp(row.updated_at),
-        "has_auth_data": row.has_access_token,
+        "integration_id": values("id"),
+        "name": values("name"),
+        "integration_type": values("integration_type"),
+        "status": values("status"),
+        "active": values("active"),
+        "unique_identifier": values("unique_identifier"),
+        "created_by": values("owner"),
+        "created_at": timestamp(values("created_at")),
+        "updated_at": timestamp(values("updated_at")),
+        "has_auth_data": values("has_access_token"),
         "has_scope_data": bool(scope["org_slug"] or scope["workspace_id"]),
         "metadata": row.metadata(),
         "scope_data": scope,
         "auth_data": {
-            "token_type": row.token_type,
-            "expires_at": timestamp(row.expires_at),
-            "scope": row.auth_scope,
+            "token_type": values("token_type"),
+            "expires_at": timestamp(values("expires_at")),
+            "scope": values("auth_scope"),
         },
     }
 

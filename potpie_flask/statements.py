@@ -48,8 +48,10 @@ class Statement:
             sql, params = query.sql()
             if hasattr(db, "prepare"):
                 sql = db.prepare(sql)
-            columns = [(field.name, None if type(field) in _NATIVE_FIELDS else field.python_value)
-                       for field in getattr(query, "selected_columns", None) or ()]
+            fields = getattr(query, "selected_columns", None) or ()
+            columns = ([field.name for field in fields],
+                       [(field.name, field.python_value) for field in fields
+                        if type(field) not in _NATIVE_FIELDS])
             compiled = self._compiled[db] = (sql, params, columns)
         return compiled
 
@@ -75,15 +77,17 @@ class Statement:
 
     def rows(self, model, **values):
         """Run a SELECT of `model` fields; a list of `model` instances, values converted as Peewee would."""
-        columns = self._compile()[2]
+        names, converted = self._compile()[2]
         found = []
         for row in self.execute(**values).fetchall():
             # Peewee's own row wrapper sets every field through its descriptor: a cost that
             # dominated a page of 50. Filling __data__ directly gives the same instance.
+            data = dict(zip(names, row))
+            for name, convert in converted:
+                if data[name] is not None:
+                    data[name] = convert(data[name])
             instance = model(__no_default__=True)
-            instance.__data__ = {
-                name: value if convert is None or value is None else convert(value)
-                for (name, convert), value in zip(columns, row)}
+            instance.__data__ = data
             found.append(instance)
         return found
 

@@ -12,7 +12,7 @@ import peewee
 
 from .db import database, supports_row_locks
 from .models import AuditEvent, Integration
-from .statements import Statement, insert, slot, update_by_key, values_of
+from .statements import Statement, insert, slot, update_columns, values_of
 
 SECRET_FIELDS = ("access_token", "refresh_token", "code")
 REDACTED = "[redacted]"
@@ -61,7 +61,12 @@ _OWNED_LOCKED = Statement(lambda: _locked(_owners_one_by(Integration.id)))
 _BY_IDENTIFIER_LOCKED = Statement(
     lambda: _locked(_owners_one_by(Integration.unique_identifier)))
 _INSERT = insert(Integration)
-_UPDATE = update_by_key(Integration)
+# Columns that change together. An UPDATE names only the groups that changed: SQLite rewrites
+# the index entries of every column an UPDATE names, changed or not (a PATCH of the metadata
+# took 80 us longer inside the write lock), and 6 groups bound the statements to 64.
+_COLUMN_GROUPS = (("name", "name_key"), ("status",), ("active",), Integration.SCOPE_KEYS,
+                  Integration.METADATA_KEYS, Integration.AUTH_COLUMNS)
+_UPDATES = {}
 _DELETE = Statement(lambda: Integration.delete().where(Integration.id == slot("id", Integration.id)))
 _INSERT_AUDIT = insert(AuditEvent)
 
@@ -217,13 +222,26 @@ def update(owner, integration_id, fields, vault, request_id=None):
 
 
 def _change(row, fields, vault, request_id):
+    before = dict(row.__data__)
     changes = _apply(row, fields, vault, creating=False)
     if changes:
         now = max(utcnow(), row.updated_at + _ONE_MICROSECOND)
         row.updated_at = now
-        _UPDATE.write(**values_of(row))
+        _update_of(row, before).write(**values_of(row))
         _record(row, "update", changes, now, request_id)
     return row
+
+
+def _update_of(row, before):
+    """The UPDATE of the column groups in which the row differs from `before`, and updated_at."""
+    after = row.__data__
+    groups = tuple(group for group in _COLUMN_GROUPS
+                   if any(after.get(name) != before.get(name) for name in group))
+    statement = _UPDATES.get(groups)
+    if statement is None:
+        names = [name for group in groups for name in group] + ["updated_at"]
+        statement = _UPDATES[groups] = update_columns(Integration, names)
+    return statement
 
 
 def delete(owner, integration_id, request_id=None):

@@ -68,6 +68,7 @@ class Integration(BaseModel):
 
     SCOPE_KEYS = ("org_slug", "installation_id", "workspace_id", "project_id")
     METADATA_KEYS = ("instance_name", "created_via", "version", "description", "tags")
+    AUTH_COLUMNS = ("token_type", "expires_at", "auth_scope", "credentials", "has_access_token")
 
     def scope_data(self):
         """The four scope keys, null when unset."""

@@ -103,14 +103,14 @@ def insert(model):
     return Statement(lambda: model.insert({f: slot(f.name, f) for f in fields}))
 
 
-def update_by_key(model):
-    """UPDATE of every column of the row with the same primary key, from slots named as fields."""
+def update_columns(model, names):
+    """UPDATE of the named columns of the row with the same primary key, from slots named as fields."""
     key = model._meta.primary_key
-    fields = [f for f in model._meta.sorted_fields if f is not key]
+    fields = [model._meta.fields[name] for name in names]
     return Statement(lambda: model.update({f: slot(f.name, f) for f in fields})
                      .where(key == slot(key.name, key)))
 
 
 def values_of(row):
-    """Every field of a model instance by name (None where unset), for insert and update_by_key."""
+    """Every field of a model instance by name (None where unset), for insert and update_columns."""
     return {name: row.__data__.get(name) for name in row._meta.fields}

@@ -35,6 +35,9 @@ def test_change_some_fields_keeps_the_rest(api, app, method):
                     "updated_at": data["updated_at"]}
     assert data["updated_at"] > saved["updated_at"]
     assert api.get(one(saved["integration_id"])).get_json()["data"] == data
+    # The stored name key moved with the name: the new name is taken, the old one free.
+    assert api.save({"name": "RENAMED", "integration_type": "jira"}).status_code == 409
+    assert api.save({"name": "production sentry", "integration_type": "jira"}).status_code == 200
     with app.app_context():
         update = AuditEvent.select().where(AuditEvent.action == "update").get()
         assert json.loads(update.changes) == {
@@ -60,6 +63,7 @@ def test_nested_objects_given_replace_the_stored_ones_whole(api, app, method):
                                 "version": None, "description": None, "tags": ["new"]}
     assert data["auth_data"] == {"token_type": "Bearer", "expires_at": None, "scope": None}
     assert data["has_auth_data"] is False and data["has_scope_data"] is True
+    assert api.get(one(saved["integration_id"])).get_json()["data"] == data
     with app.app_context():
         assert app.extensions["potpie_vault"].open(Integration.get().credentials) == {
             "refresh_token": "r2"}

@@ -25,11 +25,8 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
     SQLite would checkpoint the WAL inside the COMMIT that crosses its threshold,
     with the lock file still held, stalling every writer for the checkpoint's fsyncs.
     Connections are opened with automatic checkpoints off instead, and every
-    CHECKPOINT_EVERY commits of a thread hand a PASSIVE checkpoint to a thread of the
-    process that does nothing else (`checkpoints`): the request that crossed the
-    threshold answers at once instead of waiting for the checkpoint's writes and
-    fsyncs (about 40 ms every 200 commits, a request's p99), and a PASSIVE
-    checkpoint blocks neither readers nor writers.
+    CHECKPOINT_EVERY commits a connection runs a PASSIVE checkpoint after releasing
+    the lock file; a PASSIVE checkpoint blocks neither readers nor writers.
     """
 
     CHECKPOINT_EVERY = 200
@@ -39,7 +36,6 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
         super().__init__(database, pragmas=pragmas, timeout=timeout, **kwargs)
         self._lock_timeout = timeout
         self._lock_files = threading.local()
-        self.checkpoints = Checkpointer(self)
 
     def _lock_file(self):
         # One open file per thread and process: flock excludes open files, not processes,
@@ -83,52 +79,13 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
         held = self._lock_files
         held.commits = getattr(held, "commits", 0) + 1
         if held.commits % self.CHECKPOINT_EVERY == 0:
-            self.checkpoints.request()
+            try:
+                self.execute_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            except peewee.OperationalError:
+                pass  # the commit stands; the next checkpoint copies what this one could not
 
     def rollback(self):
         try:
             super().rollback()
         finally:
             self._release()
-
-
-class Checkpointer:
-    """A thread of its own per process that runs PASSIVE WAL checkpoints when asked."""
-
-    def __init__(self, database):
-        self._database = database
-        self._changed = threading.Condition()
-        self._pid = None
-        self._asked = 0
-        self._done = 0
-
-    def request(self):
-        """Ask for a checkpoint; returns at once."""
-        with self._changed:
-            # Started in the process that asks: a thread does not survive gunicorn's fork.
-            if self._pid != os.getpid():
-                self._pid = os.getpid()
-                self._asked = self._done = 0
-                threading.Thread(target=self._run, daemon=True,
-                                 name="potpie-wal-checkpoint").start()
-            self._asked += 1
-            self._changed.notify_all()
-
-    def wait_idle(self, timeout):
-        """True once every checkpoint asked for has run; False after `timeout` seconds."""
-        with self._changed:
-            return self._changed.wait_for(lambda: self._done >= self._asked, timeout)
-
-    def _run(self):
-        # Its own connection (Peewee's are per thread), open for the life of the process.
-        while True:
-            with self._changed:
-                self._changed.wait_for(lambda: self._asked > self._done)
-                asked = self._asked
-            try:
-                self._database.execute_sql("PRAGMA wal_checkpoint(PASSIVE)")
-            except peewee.OperationalError:
-                pass  # the commits stand; the next checkpoint copies what this one could not
-            with self._changed:
-                self._done = asked
-                self._changed.notify_all()

@@ -1,7 +1,6 @@
 """The embedded SQLite database: writers queue on a lock file; the WAL is checkpointed outside it."""
 import shutil
 import sqlite3
-import threading
 
 import pytest
 from playhouse import db_url
@@ -16,7 +15,6 @@ def test_saves_reach_the_database_file_itself_not_only_its_wal(api, app, tmp_pat
     saves = QueuedWritersSqlite.CHECKPOINT_EVERY + 10
     for i in range(saves):
         assert api.save({"name": f"n{i}", "integration_type": "jira"}).status_code == 200
-    assert database.obj.checkpoints.wait_idle(timeout=30)
     main_file_only = tmp_path / "copy.sqlite3"
     shutil.copyfile(db_url.parse(app.config["DATABASE_URL"])["database"], main_file_only)
     with sqlite3.connect(main_file_only) as copy:
@@ -29,22 +27,3 @@ def test_saves_reach_the_database_file_itself_not_only_its_wal(api, app, tmp_pat
 def test_commits_never_checkpoint_while_holding_the_writers_lock(app):
     with app.app_context(), database.connection_context():
         assert database.execute_sql("PRAGMA wal_autocheckpoint").fetchone() == (0,)
-
-
-def test_checkpoints_run_on_their_own_thread_not_in_the_commit(app, monkeypatch):
-    db = database.obj
-    threads = []
-    run = db.execute_sql
-
-    def recording(sql, params=None):
-        if "wal_checkpoint" in sql:
-            threads.append(threading.current_thread().name)
-        return run(sql, params)
-
-    monkeypatch.setattr(db, "execute_sql", recording)
-    with app.app_context(), database.connection_context():
-        for _ in range(QueuedWritersSqlite.CHECKPOINT_EVERY):
-            with database.atomic():
-                database.execute_sql("CREATE TABLE IF NOT EXISTS scratch (n)")
-        assert db.checkpoints.wait_idle(timeout=30)
-    assert threads == ["potpie-wal-checkpoint"]

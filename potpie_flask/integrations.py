@@ -58,6 +58,7 @@ def _owners_one_by(field):
 
 _OWNED = Statement(lambda: _owners_one_by(Integration.id))
 _OWNED_LOCKED = Statement(lambda: _locked(_owners_one_by(Integration.id)))
+_BY_IDENTIFIER = Statement(lambda: _owners_one_by(Integration.unique_identifier))
 _BY_IDENTIFIER_LOCKED = Statement(
     lambda: _locked(_owners_one_by(Integration.unique_identifier)))
 _INSERT = insert(Integration)
@@ -150,6 +151,9 @@ def save(owner, fields, vault, request_id=None):
     for attempt in range(_SAVE_ATTEMPTS):
         try:
             if fields.get("unique_identifier"):
+                unchanged = _unchanged(owner, fields, vault)
+                if unchanged is not None:
+                    return unchanged
                 with database.atomic():
                     return _upsert(owner, fields, vault, request_id)
             # Nothing to read first: the row and its audit entry are built before the
@@ -172,6 +176,22 @@ def _name_held_by_another(owner, fields):
     if fields.get("unique_identifier"):
         query = query.where(Integration.unique_identifier != fields["unique_identifier"])
     return query.exists()
+
+
+def _unchanged(owner, fields, vault):
+    """The stored integration when saving `fields` over it would change nothing, else None.
+
+    Clients re-save what they already saved (a periodic sync, a retry): that read needs
+    neither a transaction nor a lock, so it never waits for, nor holds up, a writer.
+    Anything else goes the locked way, which decides again on what it reads there.
+    """
+    row = _BY_IDENTIFIER.first(Integration, owner=owner,
+                               unique_identifier=fields["unique_identifier"])
+    if row is None or row.integration_type != fields["integration_type"]:
+        return None
+    trial = Integration(__no_default__=True)
+    trial.__data__ = dict(row.__data__)
+    return None if _apply(trial, fields, vault, creating=False) else row
 
 
 def _upsert(owner, fields, vault, request_id):

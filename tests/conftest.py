@@ -87,6 +87,12 @@ def instance_path(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def short_busy_timeout(monkeypatch):
+    """SQLite writers give up after 200 ms (ask for it before `app`)."""
+    monkeypatch.setenv("POTPIE_SQLITE_BUSY_TIMEOUT_MS", "200")
+
+
+@pytest.fixture
 def app(backend, db_settings, instance_path, monkeypatch):
     """A fresh app: a new SQLite file, or the run's PostgreSQL database emptied."""
     for key in ("DATABASE_URL", "POTPIE_ENCRYPTION_KEYS"):

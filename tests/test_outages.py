@@ -116,11 +116,6 @@ def test_outage_through_gunicorn(api_key, proxy, instance_path, db_settings, tmp
     assert "WORKER TIMEOUT" not in log and "Traceback" not in log
 
 
-@pytest.fixture
-def short_busy_timeout(monkeypatch):
-    monkeypatch.setenv("POTPIE_SQLITE_BUSY_TIMEOUT_MS", "200")
-
-
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_sqlite_writer_holding_the_lock_past_the_busy_timeout_gives_503(
         short_busy_timeout, app, api, client):

@@ -1,6 +1,11 @@
 """POST /api/v2/integrations/save: create, upsert, conflicts, envelope (SPEC sections 4-6)."""
+import contextlib
 import re
+import sqlite3
+import threading
 import uuid
+
+import psycopg2
 
 from potpie_flask.models import AuditEvent, Integration
 
@@ -114,6 +119,51 @@ def test_save_that_changes_nothing_keeps_updated_at_and_writes_no_audit_row(api,
     assert again.get_json()["data"] == first
     with app.app_context():
         assert AuditEvent.select().count() == 1
+
+
+def test_a_save_that_changes_nothing_needs_no_write_lock(short_busy_timeout, app, api, backend):
+    body = {**DOCUMENTED_BODY, "unique_identifier": "resync"}
+    first = api.save(body).get_json()["data"]
+    with holding_the_write_lock_of(app, backend, first["integration_id"]):
+        # A re-save of the same data answers from what is stored, with no transaction...
+        again = run_bounded(lambda: api.save(body))
+        assert again.status_code == 200 and again.get_json()["data"] == first
+        if backend == "sqlite":
+            # ...while a save that changes something still queues for the lock (503 here).
+            changed = api.save({**body, "status": "error"})
+            assert changed.status_code == 503
+    assert api.save({**body, "status": "error"}).get_json()["data"]["status"] == "error"
+    with app.app_context():
+        assert [e.action for e in AuditEvent.select().order_by(AuditEvent.id)] == [
+            "create", "update"]
+
+
+@contextlib.contextmanager
+def holding_the_write_lock_of(app, backend, integration_id):
+    """Another writer holds what a changing save must wait for: SQLite's lock, or the row."""
+    url = app.config["DATABASE_URL"]
+    if backend == "sqlite":
+        holder = sqlite3.connect(url[len("sqlite:///"):], timeout=0)
+        holder.execute("BEGIN IMMEDIATE")
+    else:
+        holder = psycopg2.connect(url)
+        holder.cursor().execute("SELECT 1 FROM integration WHERE id = %s FOR UPDATE",
+                                (integration_id,))
+    try:
+        yield
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+def run_bounded(call, timeout=10):
+    """call() on a thread; its result, or a failure if it has not returned within `timeout`."""
+    done = []
+    worker = threading.Thread(target=lambda: done.append(call()), daemon=True)
+    worker.start()
+    worker.join(timeout)
+    assert done, f"still waiting after {timeout} s"
+    return done[0]
 
 
 def test_changed_credentials_are_audited_redacted(api, app):

@@ -27,6 +27,8 @@ def create_app(test_config=None):
     os.makedirs(app.instance_path, exist_ok=True)
     app.json = OrjsonProvider(app)
     app.json.sort_keys = False
+    # Bodies are UTF-8 JSON, and say so (SPEC section 1).
+    app.json.mimetype = "application/json; charset=utf-8"
 
     logs.init_app(app)
     db.init_app(app)

@@ -1,5 +1,13 @@
 """Package defaults; instance/config.py, then POTPIE_* environment variables override them."""
 
+
+def is_on(value):
+    """A switch: a bool from instance/config.py, or POTPIE_* text ("false", "False", "0", "off"...)."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "0", "off", "no", "")
+    return bool(value)
+
+
 # Request bodies larger than this answer 413 before any JSON is parsed.
 MAX_CONTENT_LENGTH = 64 * 1024
 

@@ -6,6 +6,7 @@ import peewee
 from playhouse import db_url
 from playhouse.pool import MaxConnectionsExceeded
 
+from .config import is_on
 from .postgresql import PooledPostgresql
 from .sqlite import QueuedWritersSqlite
 
@@ -35,7 +36,7 @@ def open_database(url, config):
             stale_timeout=int(config["DATABASE_STALE_TIMEOUT"]),
             timeout=float(config["DATABASE_POOL_TIMEOUT"]),
             connect_timeout=int(config["DATABASE_CONNECT_TIMEOUT"]),
-            prepared_statements=bool(config["DATABASE_PREPARED_STATEMENTS"]),
+            prepared_statements=is_on(config["DATABASE_PREPARED_STATEMENTS"]),
         )
     if urlsplit(url).scheme != "sqlite":
         raise RuntimeError("DATABASE_URL must start with sqlite:// or postgresql://")

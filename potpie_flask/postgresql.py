@@ -2,6 +2,7 @@
 import itertools
 import logging
 import re
+import threading
 
 import peewee
 import psycopg2.extensions
@@ -67,15 +68,20 @@ class PooledPostgresql(PooledPostgresqlDatabase):
         self._prepared_statements = prepared_statements
         # "EXECUTE name(...)" -> (name, "PREPARE name AS ...", whether it only reads)
         self._prepares = {}
+        # Threads may build statements at once: each must get a name of its own.
+        self._names = itertools.count(1)
+        self._naming = threading.Lock()
 
     def prepare(self, sql):
         """The SQL to run in place of `sql`: EXECUTE of a statement each connection prepares once."""
         if not self._prepared_statements:
             return sql
         text, count = _numbered(sql)
-        name = f"potpie_{len(self._prepares) + 1}"
-        execute = f"EXECUTE {name}({', '.join(['%s'] * count)})" if count else f"EXECUTE {name}"
-        self._prepares[execute] = (name, f"PREPARE {name} AS {text}", _reads_only(sql))
+        with self._naming:
+            name = f"potpie_{next(self._names)}"
+            execute = (f"EXECUTE {name}({', '.join(['%s'] * count)})" if count
+                       else f"EXECUTE {name}")
+            self._prepares[execute] = (name, f"PREPARE {name} AS {text}", _is_select(sql))
         return execute
 
     def _execute_cursor(self, sql, params, **cursor_options):
@@ -110,11 +116,15 @@ class PooledPostgresql(PooledPostgresqlDatabase):
         super()._close(conn, close_conn)
 
     def execute_sql(self, sql, params=None):
+        if getattr(self._state, "unsent", None):
+            # Bound (and prepared, a round trip of its own) before the queue is taken:
+            # if that fails, the queued BEGIN and writes are still there to roll back.
+            bound = self._bound(sql, params)
         unsent = self._take_unsent()
         if unsent is not None and not sql.lstrip()[:9].upper().startswith(_SAVEPOINTS):
             self._state.unsent = []  # later writes of this transaction queue again
         if unsent:
-            return self._send(unsent + [self._bound(sql, params)])
+            return self._send(unsent + [bound])
         run = super().execute_sql
         if self._first_use() and self._reads_only(sql):
             return self._again_if_died_idle(lambda: run(sql, params))
@@ -122,7 +132,7 @@ class PooledPostgresql(PooledPostgresqlDatabase):
 
     def _reads_only(self, sql):
         prepare = self._prepares.get(sql)
-        return prepare[2] if prepare else _reads_only(sql)
+        return prepare[2] if prepare else _is_select(sql)
 
     def begin(self, isolation_level=None):
         run = super().begin
@@ -201,5 +211,5 @@ class PooledPostgresql(PooledPostgresqlDatabase):
         self._initialize_connection(conn)
 
 
-def _reads_only(sql):
+def _is_select(sql):
     return sql.lstrip()[:6].upper() == "SELECT"

@@ -27,6 +27,8 @@ from flask_limiter import Limiter
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .config import is_on
+
 log = logging.getLogger("potpie_flask")
 
 BLUEPRINT = "api"
@@ -107,7 +109,7 @@ def init_app(app):
     config = app.config
     config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
     config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
-    if not config.get("RATELIMIT_ENABLED", True):
+    if not is_on(config.get("RATELIMIT_ENABLED", True)):
         return None
     throttle = _Throttle(LOG_INTERVAL)
     _route_library_log(throttle)

@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from potpie_flask import integrations
 from potpie_flask.models import AuditEvent, Integration
 
 from .helpers import FULL_BODY, NEVER_EXISTED, NOT_FOUND, create, one, problem
@@ -164,3 +165,11 @@ def test_change_of_unknown_id_is_404(api, method):
     r = getattr(api, method)(one(NEVER_EXISTED), json={"status": "error"})
     assert r.status_code == 404
     assert r.get_json() == NOT_FOUND
+
+
+def test_every_column_a_change_can_touch_is_in_an_update_group():
+    never_changed = {"id", "owner", "integration_type", "unique_identifier", "created_at",
+                     "updated_at"}
+    grouped = [name for group in integrations._COLUMN_GROUPS for name in group]
+    assert len(grouped) == len(set(grouped))
+    assert set(grouped) | never_changed == set(Integration._meta.fields)

@@ -20,7 +20,7 @@ def _flask_path(rule):
 def test_document_is_served_without_a_key_and_passes_the_validator(client):
     r = client.get("/api/v2/openapi.json")
     assert r.status_code == 200
-    assert r.headers["Content-Type"] == "application/json"
+    assert r.headers["Content-Type"] == "application/json; charset=utf-8"
     document = r.get_json()
     validate(document)
     assert document["openapi"] == "3.0.3"

@@ -7,6 +7,7 @@ import pytest
 from flask import jsonify
 
 from potpie_flask import create_app
+from potpie_flask.json_provider import OrjsonProvider
 
 
 @pytest.fixture
@@ -17,7 +18,7 @@ def plain_app(instance_path):
 def body_of(app, *args, **kwargs):
     with app.test_request_context():
         response = jsonify(*args, **kwargs)
-        assert response.mimetype == "application/json"
+        assert response.headers["Content-Type"] == "application/json; charset=utf-8"
         return response.get_data()
 
 
@@ -36,4 +37,16 @@ def test_a_body_parses_to_what_the_standard_encoder_makes_of_it(plain_app, value
 
 
 def test_keys_keep_their_order_and_bodies_are_compact(plain_app):
+    assert isinstance(plain_app.json, OrjsonProvider)
     assert body_of(plain_app, {"z": 1, "a": [1, 2]}) == b'{"z":1,"a":[1,2]}\n'
+
+
+def test_orjson_writes_utf8_and_the_fallback_escapes(plain_app):
+    assert body_of(plain_app, {"name": "Zürich"}) == '{"name":"Zürich"}\n'.encode()
+    assert body_of(plain_app, {"name": "Zürich", "lone": "\ud800"}) == (
+        b'{"name":"Z\\u00fcrich","lone":"\\ud800"}\n')
+
+
+def test_debug_output_is_indented_by_the_standard_encoder(plain_app):
+    plain_app.debug = True
+    assert body_of(plain_app, {"a": 1}) == b'{\n  "a": 1\n}\n'

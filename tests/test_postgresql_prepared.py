@@ -4,6 +4,7 @@ import pytest
 
 from potpie_flask import create_app
 from potpie_flask.auth import create_key, owner_of
+from potpie_flask.config import is_on
 from potpie_flask.db import database
 from potpie_flask.models import ApiKey
 from potpie_flask.postgresql import _numbered
@@ -23,6 +24,11 @@ def prepared_on_this_connection():
     return [row[0] for row in cursor.fetchall()]
 
 
+def test_a_switch_written_false_in_any_usual_way_is_off():
+    assert [is_on(v) for v in ("False", "false", "0", "off", "no", "", False, 0)] == [False] * 8
+    assert [is_on(v) for v in ("true", "True", "1", "on", True, 1)] == [True] * 6
+
+
 def test_placeholders_are_numbered_and_escaped_percent_signs_restored():
     assert _numbered("SELECT 1 WHERE a = %s AND b LIKE 'x%%' AND c = %s") == (
         "SELECT 1 WHERE a = $1 AND b LIKE 'x%' AND c = $2", 2)
@@ -36,25 +42,34 @@ def test_a_statement_is_prepared_once_per_connection_and_answers_the_same(app, a
     assert api.save(BODY).json == first.json
     read = api.get(f"/api/v2/integrations/{first.json['data']['integration_id']}")
     assert read.status_code == 200 and read.json == first.json
+    assert api.get("/api/v2/integrations").json["pagination"]["total"] == 1
     with app.app_context(), database.connection_context():
+        # One thread, one pooled connection: the one every request above used.
         key = create_key(OWNER)[1]
         owner_of(key)
         owner_of(key)
         statements = prepared_on_this_connection()
-        lookups = [s for s in statements if '"key_hash" = $1' in s]
-        assert len(lookups) == 1
-        assert all(s.startswith("PREPARE potpie_") for s in statements)
+    assert all(s.startswith("PREPARE potpie_") for s in statements)
+    assert len([s for s in statements if '"key_hash" = $1' in s]) == 1
+    for written in ('INSERT INTO "integration"', 'INSERT INTO "audit_event"',
+                    'SELECT COUNT(*) FROM "integration"'):
+        assert len([s for s in statements if written in s]) == 1, written
+    # The upsert's unlocked look and its locked read.
+    assert len([s for s in statements if '"unique_identifier" = $2' in s]) == 2
 
 
 @on_postgresql
-def test_a_prepared_write_rolled_back_with_its_transaction_can_run_again(app):
+def test_a_statement_prepared_in_a_transaction_rolled_back_stays_prepared(app):
     with app.app_context(), database.connection_context():
         with pytest.raises(peewee.IntegrityError):
             with database.atomic():
-                # Prepared by its first use, then refused by the unique index at COMMIT.
+                database.execute_sql("SELECT 1")  # BEGIN reaches the server first
+                # Prepared inside the transaction, then refused by the unique index at COMMIT.
                 INSERT_KEY.write(**key_row("f" * 64))
                 INSERT_KEY.write(**key_row("f" * 64))
         assert ApiKey.select().where(ApiKey.key_hash == "f" * 64).count() == 0
+        # PREPARE is not undone by ROLLBACK: the connection's record of it still holds.
+        assert [s for s in prepared_on_this_connection() if 'INSERT INTO "api_key"' in s]
         with database.atomic():
             INSERT_KEY.write(**key_row("f" * 64))
         assert ApiKey.select().where(ApiKey.key_hash == "f" * 64).count() == 1
@@ -77,7 +92,9 @@ def test_switched_off_nothing_is_prepared_and_every_route_still_answers(db_setti
     assert client.get(path, headers=headers).json["data"]["status"] == "inactive"
     listed = client.get("/api/v2/integrations", headers=headers)
     assert listed.json["pagination"]["total"] == 1
-    with app.app_context(), database.connection_context():
-        owner_of(key)
-        assert prepared_on_this_connection() == []
-    database.close_all()
+    try:
+        with app.app_context(), database.connection_context():
+            owner_of(key)
+            assert prepared_on_this_connection() == []
+    finally:
+        database.close_all()

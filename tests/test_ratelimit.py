@@ -67,7 +67,7 @@ def limit_headers(response):
 def assert_refused(response):
     assert response.status_code == 429
     assert response.get_json() == REFUSED
-    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["Content-Type"] == "application/json; charset=utf-8"
     assert response.headers["RateLimit-Remaining"] == "0"
     assert 1 <= int(response.headers["Retry-After"]) <= 60
     assert response.headers["Retry-After"] == str(max(1, int(response.headers["RateLimit-Reset"])))

@@ -29,7 +29,7 @@ DOCUMENTED_BODY = {
 def test_documented_example_is_saved_with_the_eleven_documented_fields(api, app):
     r = api.save(DOCUMENTED_BODY)
     assert r.status_code == 200
-    assert r.headers["Content-Type"] == "application/json"
+    assert r.headers["Content-Type"] == "application/json; charset=utf-8"
     body = r.get_json()
     assert body["success"] is True and body["error"] is None
     data = body["data"]

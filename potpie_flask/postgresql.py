@@ -54,11 +54,11 @@ class PooledPostgresql(PooledPostgresqlDatabase):
     transaction's writes are sent one by one again: a write failing inside a
     savepoint must fail there, not with the ROLLBACK TO SAVEPOINT after it.
 
-    Statements built once (`statements.py`) are also planned once per connection:
+    Statements built once (`statements.py`) are also parsed once per connection:
     `prepare(sql)` names them, and each connection sends `PREPARE` the first time it
-    runs one, then only `EXECUTE name(values)`, which spares the server parsing and
-    planning the same small statement on every request (as psycopg 3 and asyncpg do
-    by default). Prepared statements live in a server session, so behind PgBouncer in
+    runs one, then only `EXECUTE name(values)`, which spares the server parsing the
+    same small statement on every request, and planning it too once PostgreSQL settles
+    on a generic plan (as psycopg 3 and asyncpg prepare by default). Prepared statements live in a server session, so behind PgBouncer in
     transaction mode they must be switched off (`prepared_statements=False`).
     """
 

@@ -1,5 +1,4 @@
 """API keys: generation, hashing, and the x-api-key check of the API blueprint."""
-import datetime as dt
 import hashlib
 import re
 import secrets
@@ -7,7 +6,7 @@ import secrets
 from flask import g, request
 
 from .errors import DetailError
-from .models import ApiKey
+from .models import ApiKey, utcnow
 from .statements import Statement, slot
 
 KEY_PATTERN = re.compile(r"sk-[0-9a-f]{64}")
@@ -35,7 +34,7 @@ def create_key(user_id, email=None, label=""):
         label=label,
         key_hash=hash_key(key),
         prefix=key[:SHOWN_PREFIX],
-        created_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+        created_at=utcnow(),
     )
     return row, key
 

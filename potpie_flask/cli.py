@@ -1,6 +1,4 @@
 """Flask CLI: `db upgrade`, `keys create|list|revoke`, `crypto rotate`, and the shell context."""
-import datetime as dt
-
 import click
 from flask import current_app
 from flask.cli import AppGroup
@@ -8,7 +6,7 @@ from flask.cli import AppGroup
 from . import crypto, migrations
 from .auth import create_key
 from .db import database
-from .models import ApiKey, AuditEvent, Integration
+from .models import ApiKey, AuditEvent, Integration, utcnow
 from .representation import timestamp
 
 db_cli = AppGroup("db", help="Manage the database schema.")
@@ -54,8 +52,7 @@ def keys_list(user_id):
 @click.argument("key_id", type=int)
 def keys_revoke(key_id):
     """Revoke a key by id; it is refused from the next request on."""
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    updated = (ApiKey.update(revoked_at=now)
+    updated = (ApiKey.update(revoked_at=utcnow())
                .where((ApiKey.id == key_id) & ApiKey.revoked_at.is_null()).execute())
     if not updated:
         if ApiKey.get_or_none(ApiKey.id == key_id) is None:

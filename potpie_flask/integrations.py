@@ -11,7 +11,7 @@ import uuid
 import peewee
 
 from .db import database, supports_row_locks
-from .models import AuditEvent, Integration
+from .models import AuditEvent, Integration, utcnow
 from .statements import Statement, insert, slot, update_columns, values_of
 
 SECRET_FIELDS = ("access_token", "refresh_token", "code")
@@ -33,11 +33,6 @@ class NameTaken(Exception):
 
 class TypeChangeRefused(Exception):
     """The unique_identifier belongs to an integration of another type."""
-
-
-def utcnow():
-    """The current time in UTC, naive, as stored."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 def name_key(name):

@@ -7,6 +7,11 @@ import peewee
 from .db import database
 
 
+def utcnow():
+    """The current time in UTC, naive, as every timestamp column stores it."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
 class UtcDateTimeField(peewee.DateTimeField):
     """A naive UTC datetime; SQLite's text is read with fromisoformat, not by trying strptime formats."""
 

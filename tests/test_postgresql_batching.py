@@ -3,8 +3,7 @@ import pytest
 import peewee
 
 from potpie_flask.db import database
-from potpie_flask.integrations import utcnow
-from potpie_flask.models import ApiKey
+from potpie_flask.models import ApiKey, utcnow
 from potpie_flask.statements import insert
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)

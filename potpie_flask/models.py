@@ -77,7 +77,9 @@ class Integration(BaseModel):
 
     def scope_data(self):
         """The four scope keys, null when unset."""
-        return {key: getattr(self, key) for key in self.SCOPE_KEYS}
+        # The row's value dict: what the field descriptors return, without a call per key.
+        values = self.__data__.get
+        return {key: values(key) for key in self.SCOPE_KEYS}
 
     def set_scope_data(self, scope):
         for key in self.SCOPE_KEYS:

@@ -1,8 +1,6 @@
 """The JSON shapes of integrations and audit events (SPEC section 5)."""
 import json
 
-from .models import Integration
-
 
 def timestamp(value):
     """UTC (stored naive) as ISO 8601 with six fractional digits and a Z; None stays None."""
@@ -17,7 +15,7 @@ def integration(row):
     # Read from the row's value dict: what Peewee's field descriptors would return, without
     # a descriptor call per field (a list page builds 50 of these).
     values = row.__data__.get
-    scope = {key: values(key) for key in Integration.SCOPE_KEYS}
+    scope = row.scope_data()
     return {
         "integration_id": values("id"),
         "name": values("name"),

@@ -58,9 +58,14 @@ class AuthenticationFailed(DetailError):
         super().__init__(401, detail, _CHALLENGE)
 
 
+def sent_key():
+    """The request's x-api-key header without surrounding whitespace; "" when there is none."""
+    return request.headers.get("x-api-key", "").strip()
+
+
 def require_api_key():
     """before_request hook: set g.user_id from x-api-key or answer 401."""
-    key = request.headers.get("x-api-key", "").strip()
+    key = sent_key()
     if not key:
         raise AuthenticationFailed("API key is required")
     user_id = owner_of(key)

@@ -27,6 +27,7 @@ from flask_limiter import Limiter
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .auth import sent_key
 from .config import is_on
 
 log = logging.getLogger("potpie_flask")
@@ -46,17 +47,13 @@ def client_address():
     return request.remote_addr or "unknown"
 
 
-def _sent_key():
-    return request.headers.get("x-api-key", "").strip()
-
-
 def key_digest():
     """A hash of the sent key: neither the key nor its stored hash ever reaches the storage."""
-    return hashlib.sha256(b"potpie-ratelimit\0" + _sent_key().encode()).hexdigest()
+    return hashlib.sha256(b"potpie-ratelimit\0" + sent_key().encode()).hexdigest()
 
 
 def _without_key():
-    return not _sent_key()
+    return not sent_key()
 
 
 def _outside_limited_blueprint():

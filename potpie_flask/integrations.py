@@ -12,7 +12,7 @@ import peewee
 
 from .db import database, supports_row_locks
 from .models import AuditEvent, Integration, utcnow
-from .statements import Statement, insert, slot, update_columns, values_of
+from .statements import Statement, insert, slot, update_columns, values_of, write
 
 SECRET_FIELDS = ("access_token", "refresh_token", "code")
 REDACTED = "[redacted]"
@@ -151,11 +151,14 @@ def save(owner, fields, vault, request_id=None):
                     return unchanged
                 with database.atomic():
                     return _upsert(owner, fields, vault, request_id)
-            # Nothing to read first: the row and its audit entry are built before the
-            # transaction, which then only writes (SQLite's write lock is held shorter).
+            # Nothing to read first: the row and its audit entry are built and bound
+            # before the transaction, which then only sends them (SQLite's write lock is
+            # held for the statements alone).
             row, changes = _new_row(owner, fields, vault)
+            writes = _insertion(row, changes, request_id)
             with database.atomic():
-                _insert(row, changes, request_id)
+                for bound in writes:
+                    write(bound)
             return row
         except peewee.IntegrityError:
             if _name_held_by_another(owner, fields):
@@ -194,7 +197,8 @@ def _upsert(owner, fields, vault, request_id):
         Integration, owner=owner, unique_identifier=fields["unique_identifier"])
     if existing is None:
         row, changes = _new_row(owner, fields, vault)
-        _insert(row, changes, request_id)
+        for bound in _insertion(row, changes, request_id):
+            write(bound)
         return row
     if existing.integration_type != fields["integration_type"]:
         raise TypeChangeRefused()
@@ -220,9 +224,10 @@ def _new_row(owner, fields, vault):
     return row, _apply(row, {**defaults, **fields}, vault, creating=True)
 
 
-def _insert(row, changes, request_id):
-    _INSERT.write(**values_of(row))
-    _record(row, "create", changes, row.created_at, request_id)
+def _insertion(row, changes, request_id):
+    """The bound INSERTs of a new row and its audit entry."""
+    return (_INSERT.bind(values_of(row)),
+            _INSERT_AUDIT.bind(_audit_values(row, "create", changes, row.created_at, request_id)))
 
 
 def update(owner, integration_id, fields, vault, request_id=None):
@@ -337,11 +342,15 @@ def _set_auth(row, given, vault):
 
 
 def _record(row, action, changes, timestamp, request_id):
-    _INSERT_AUDIT.write(
-        integration_id=row.id,
-        owner=row.owner,
-        action=action,
-        timestamp=timestamp,
-        request_id=request_id,
-        changes=json.dumps(changes),
-    )
+    _INSERT_AUDIT.write(**_audit_values(row, action, changes, timestamp, request_id))
+
+
+def _audit_values(row, action, changes, timestamp, request_id):
+    return {
+        "integration_id": row.id,
+        "owner": row.owner,
+        "action": action,
+        "timestamp": timestamp,
+        "request_id": request_id,
+        "changes": json.dumps(changes),
+    }

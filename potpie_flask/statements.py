@@ -72,8 +72,7 @@ class Statement:
 
     def write(self, **values):
         """Run a write whose result nobody reads; PostgreSQL may send it with the next statement."""
-        send_later = getattr(database.obj, "write_later", database.execute_sql)
-        send_later(*self.bind(values))
+        write(self.bind(values))
 
     def rows(self, model, **values):
         """Run a SELECT of `model` fields; a list of `model` instances, values converted as Peewee would."""
@@ -95,6 +94,12 @@ class Statement:
         """The first row as a `model` instance, or None."""
         found = self.rows(model, **values)
         return found[0] if found else None
+
+
+def write(bound):
+    """Send SQL and parameters from `Statement.bind` as a write whose result nobody reads."""
+    send_later = getattr(database.obj, "write_later", database.execute_sql)
+    send_later(*bound)
 
 
 def insert(model):

@@ -6,6 +6,7 @@ credential vault and a request id, and get model rows or domain errors back.
 import datetime as dt
 import json
 import re
+import typing
 import uuid
 
 import peewee
@@ -146,11 +147,11 @@ def save(owner, fields, vault, request_id=None):
     for attempt in range(_SAVE_ATTEMPTS):
         try:
             if fields.get("unique_identifier"):
-                unchanged = _unchanged(owner, fields, vault)
-                if unchanged is not None:
-                    return unchanged
+                ahead = _read_ahead(owner, fields, vault)
+                if ahead.changes == {}:
+                    return ahead.stored
                 with database.atomic():
-                    return _upsert(owner, fields, vault, request_id)
+                    return _upsert(owner, fields, vault, request_id, ahead)
             # Nothing to read first: the row and its audit entry are built and bound
             # before the transaction, which then only sends them (SQLite's write lock is
             # held for the statements alone).
@@ -176,23 +177,30 @@ def _name_held_by_another(owner, fields):
     return query.exists()
 
 
-def _unchanged(owner, fields, vault):
-    """The stored integration when saving `fields` over it would change nothing, else None.
+class _Ahead(typing.NamedTuple):
+    stored: Integration = None
+    changed: Integration = None
+    changes: dict = None
 
-    Clients re-save what they already saved (a periodic sync, a retry): that read needs
-    neither a transaction nor a lock, so it never waits for, nor holds up, a writer.
-    Anything else goes the locked way, which decides again on what it reads there.
+
+def _read_ahead(owner, fields, vault):
+    """The stored integration and what saving `fields` over it would change, read with no lock.
+
+    Clients re-save what they already saved (a periodic sync, a retry): when nothing
+    would change, that read needs neither a transaction nor a lock, so it never waits
+    for, nor holds up, a writer. A change is worked out here too, outside the lock; the
+    locked transaction keeps it only if the row it reads there is still the same.
     """
-    row = _BY_IDENTIFIER.first(Integration, owner=owner,
-                               unique_identifier=fields["unique_identifier"])
-    if row is None or row.integration_type != fields["integration_type"]:
-        return None
-    trial = Integration(__no_default__=True)
-    trial.__data__ = dict(row.__data__)
-    return None if _apply(trial, fields, vault, creating=False) else row
+    stored = _BY_IDENTIFIER.first(Integration, owner=owner,
+                                  unique_identifier=fields["unique_identifier"])
+    if stored is None or stored.integration_type != fields["integration_type"]:
+        return _Ahead()
+    changed = Integration(__no_default__=True)
+    changed.__data__ = dict(stored.__data__)
+    return _Ahead(stored, changed, _apply(changed, fields, vault, creating=False))
 
 
-def _upsert(owner, fields, vault, request_id):
+def _upsert(owner, fields, vault, request_id, ahead):
     existing = _BY_IDENTIFIER_LOCKED.first(
         Integration, owner=owner, unique_identifier=fields["unique_identifier"])
     if existing is None:
@@ -202,6 +210,10 @@ def _upsert(owner, fields, vault, request_id):
         return row
     if existing.integration_type != fields["integration_type"]:
         raise TypeChangeRefused()
+    if ahead.stored is not None and existing.__data__ == ahead.stored.__data__:
+        # Nobody wrote the row since it was read ahead: the change worked out then stands
+        # (and the credentials are not decrypted and encrypted a second time).
+        return _store_change(ahead.changed, existing.__data__, ahead.changes, request_id)
     return _change(existing, fields, vault, request_id)
 
 
@@ -243,9 +255,13 @@ def update(owner, integration_id, fields, vault, request_id=None):
 
 def _change(row, fields, vault, request_id):
     before = dict(row.__data__)
-    changes = _apply(row, fields, vault, creating=False)
+    return _store_change(row, before, _apply(row, fields, vault, creating=False), request_id)
+
+
+def _store_change(row, before, changes, request_id):
+    """Write the row, changed from `before` by `changes`, and its audit entry; nothing when none."""
     if changes:
-        now = max(utcnow(), row.updated_at + _ONE_MICROSECOND)
+        now = max(utcnow(), before["updated_at"] + _ONE_MICROSECOND)
         row.updated_at = now
         _update_of(row, before).write(**values_of(row))
         _record(row, "update", changes, now, request_id)

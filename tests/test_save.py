@@ -1,5 +1,6 @@
 """POST /api/v2/integrations/save: create, upsert, conflicts, envelope (SPEC sections 4-6)."""
 import contextlib
+import json
 import re
 import sqlite3
 import threading
@@ -7,6 +8,7 @@ import uuid
 
 import psycopg2
 
+from potpie_flask import integrations
 from potpie_flask.models import AuditEvent, Integration
 
 from .conftest import OWNER
@@ -136,6 +138,33 @@ def test_a_save_that_changes_nothing_needs_no_write_lock(short_busy_timeout, app
     with app.app_context():
         assert [e.action for e in AuditEvent.select().order_by(AuditEvent.id)] == [
             "create", "update"]
+
+
+def test_a_row_written_between_the_read_ahead_and_the_lock_is_changed_as_it_now_is(
+        api, app, monkeypatch):
+    body = {key: value for key, value in DOCUMENTED_BODY.items() if key != "status"}
+    body["unique_identifier"] = "raced"
+    first = api.save(body).get_json()["data"]
+    read_ahead = integrations._read_ahead
+
+    def another_writer_in_between(*args):
+        ahead = read_ahead(*args)
+        # Committed by another connection after this save read the row, before it locks.
+        with app.app_context():
+            Integration.update(status="pending").where(
+                Integration.id == first["integration_id"]).execute()
+        return ahead
+
+    monkeypatch.setattr(integrations, "_read_ahead", another_writer_in_between)
+    r = api.save({**body, "active": False})
+    assert r.status_code == 200
+    data = r.get_json()["data"]
+    assert (data["status"], data["active"]) == ("pending", False)
+    with app.app_context():
+        stored = Integration.get_by_id(first["integration_id"])
+        assert (stored.status, stored.active) == ("pending", False)
+        last = AuditEvent.select().order_by(AuditEvent.id.desc()).get()
+        assert json.loads(last.changes) == {"active": {"old": True, "new": False}}
 
 
 @contextlib.contextmanager

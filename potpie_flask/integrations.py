@@ -184,20 +184,33 @@ class _Ahead(typing.NamedTuple):
 
 
 def _read_ahead(owner, fields, vault):
-    """The stored integration and what saving `fields` over it would change, read with no lock.
-
-    Clients re-save what they already saved (a periodic sync, a retry): when nothing
-    would change, that read needs neither a transaction nor a lock, so it never waits
-    for, nor holds up, a writer. A change is worked out here too, outside the lock; the
-    locked transaction keeps it only if the row it reads there is still the same.
-    """
+    """The stored integration with the save's unique_identifier, and what the save would change."""
     stored = _BY_IDENTIFIER.first(Integration, owner=owner,
                                   unique_identifier=fields["unique_identifier"])
     if stored is None or stored.integration_type != fields["integration_type"]:
         return _Ahead()
+    return _ahead_of(stored, fields, vault)
+
+
+def _ahead_of(stored, fields, vault):
+    """What writing `fields` over a row read with no lock would change, worked out on a copy.
+
+    Clients re-save what they already saved (a periodic sync, a retry): when nothing
+    would change, that read needs neither a transaction nor a lock, so it never waits
+    for, nor holds up, a writer. A change is worked out here too, outside the lock (the
+    credentials' encryption included); `_change_locked` keeps it only if the row it
+    reads under the lock is still the same.
+    """
     changed = Integration(__no_default__=True)
     changed.__data__ = dict(stored.__data__)
     return _Ahead(stored, changed, _apply(changed, fields, vault, creating=False))
+
+
+def _change_locked(existing, ahead, fields, vault, request_id):
+    """Change the row read under the lock: as worked out ahead when nobody wrote it since."""
+    if ahead.stored is not None and existing.__data__ == ahead.stored.__data__:
+        return _store_change(ahead.changed, existing.__data__, ahead.changes, request_id)
+    return _change(existing, fields, vault, request_id)
 
 
 def _upsert(owner, fields, vault, request_id, ahead):
@@ -210,11 +223,7 @@ def _upsert(owner, fields, vault, request_id, ahead):
         return row
     if existing.integration_type != fields["integration_type"]:
         raise TypeChangeRefused()
-    if ahead.stored is not None and existing.__data__ == ahead.stored.__data__:
-        # Nobody wrote the row since it was read ahead: the change worked out then stands
-        # (and the credentials are not decrypted and encrypted a second time).
-        return _store_change(ahead.changed, existing.__data__, ahead.changes, request_id)
-    return _change(existing, fields, vault, request_id)
+    return _change_locked(existing, ahead, fields, vault, request_id)
 
 
 def _new_row(owner, fields, vault):
@@ -244,10 +253,13 @@ def _insertion(row, changes, request_id):
 
 def update(owner, integration_id, fields, vault, request_id=None):
     """Change some fields of the owner's integration (PATCH/PUT)."""
+    ahead = _ahead_of(_owned(_OWNED, owner, integration_id), fields, vault)
+    if ahead.changes == {}:
+        return ahead.stored
     try:
         with database.atomic():
             row = _owned(_OWNED_LOCKED, owner, integration_id)
-            return _change(row, fields, vault, request_id)
+            return _change_locked(row, ahead, fields, vault, request_id)
     except peewee.IntegrityError:
         # The name index is the only unique constraint an update can break.
         raise NameTaken() from None

@@ -1,5 +1,10 @@
 """Shared bodies and small helpers for the resource-route tests."""
+import contextlib
 import re
+import sqlite3
+import threading
+
+import psycopg2
 
 LIST = "/api/v2/integrations"
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -36,3 +41,31 @@ def problem(loc, msg, type_, **ctx):
     if ctx:
         entry["ctx"] = ctx
     return entry
+
+
+@contextlib.contextmanager
+def holding_the_write_lock_of(app, backend, integration_id):
+    """Another writer holds what a changing save must wait for: SQLite's lock, or the row."""
+    url = app.config["DATABASE_URL"]
+    if backend == "sqlite":
+        holder = sqlite3.connect(url[len("sqlite:///"):], timeout=0)
+        holder.execute("BEGIN IMMEDIATE")
+    else:
+        holder = psycopg2.connect(url)
+        holder.cursor().execute("SELECT 1 FROM integration WHERE id = %s FOR UPDATE",
+                                (integration_id,))
+    try:
+        yield
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+def run_bounded(call, timeout=10):
+    """call() on a thread; its result, or a failure if it has not returned within `timeout`."""
+    done = []
+    worker = threading.Thread(target=lambda: done.append(call()), daemon=True)
+    worker.start()
+    worker.join(timeout)
+    assert done, f"still waiting after {timeout} s"
+    return done[0]

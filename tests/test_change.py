@@ -6,7 +6,8 @@ import pytest
 from potpie_flask import integrations
 from potpie_flask.models import AuditEvent, Integration
 
-from .helpers import FULL_BODY, NEVER_EXISTED, NOT_FOUND, create, one, problem
+from .helpers import (FULL_BODY, NEVER_EXISTED, NOT_FOUND, create, holding_the_write_lock_of, one,
+                      problem, run_bounded)
 
 CHANGE_METHODS = ["patch", "put"]
 
@@ -80,6 +81,41 @@ def test_change_that_changes_nothing_keeps_updated_at_and_writes_no_audit(api, a
     assert r.get_json()["data"] == saved
     with app.app_context():
         assert AuditEvent.select().count() == 1
+
+
+def test_a_change_that_changes_nothing_needs_no_write_lock(short_busy_timeout, app, api, backend):
+    saved = create(api, **FULL_BODY)
+    with holding_the_write_lock_of(app, backend, saved["integration_id"]):
+        same = run_bounded(lambda: api.patch(one(saved["integration_id"]), json={"status": "active"}))
+        assert same.status_code == 200 and same.get_json()["data"] == saved
+        if backend == "sqlite":
+            changed = api.patch(one(saved["integration_id"]), json={"status": "error"})
+            assert changed.status_code == 503
+
+
+def test_a_row_written_between_the_read_ahead_and_the_lock_is_changed_as_it_now_is(
+        api, app, monkeypatch):
+    saved = create(api, **FULL_BODY)
+    ahead_of = integrations._ahead_of
+
+    def another_writer_in_between(*args):
+        ahead = ahead_of(*args)
+        # Committed by another connection after this change read the row, before it locks.
+        with app.app_context():
+            Integration.update(status="pending").where(
+                Integration.id == saved["integration_id"]).execute()
+        return ahead
+
+    monkeypatch.setattr(integrations, "_ahead_of", another_writer_in_between)
+    r = api.patch(one(saved["integration_id"]), json={"active": False})
+    assert r.status_code == 200
+    data = r.get_json()["data"]
+    assert (data["status"], data["active"]) == ("pending", False)
+    with app.app_context():
+        stored = Integration.get_by_id(saved["integration_id"])
+        assert (stored.status, stored.active) == ("pending", False)
+        last = AuditEvent.select().order_by(AuditEvent.id.desc()).get()
+        assert json.loads(last.changes) == {"active": {"old": True, "new": False}}
 
 
 @pytest.mark.parametrize("method", CHANGE_METHODS)

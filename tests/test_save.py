@@ -1,17 +1,13 @@
 """POST /api/v2/integrations/save: create, upsert, conflicts, envelope (SPEC sections 4-6)."""
-import contextlib
 import json
 import re
-import sqlite3
-import threading
 import uuid
-
-import psycopg2
 
 from potpie_flask import integrations
 from potpie_flask.models import AuditEvent, Integration
 
 from .conftest import OWNER
+from .helpers import holding_the_write_lock_of, run_bounded
 
 SAVE = "/api/v2/integrations/save"
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -165,34 +161,6 @@ def test_a_row_written_between_the_read_ahead_and_the_lock_is_changed_as_it_now_
         assert (stored.status, stored.active) == ("pending", False)
         last = AuditEvent.select().order_by(AuditEvent.id.desc()).get()
         assert json.loads(last.changes) == {"active": {"old": True, "new": False}}
-
-
-@contextlib.contextmanager
-def holding_the_write_lock_of(app, backend, integration_id):
-    """Another writer holds what a changing save must wait for: SQLite's lock, or the row."""
-    url = app.config["DATABASE_URL"]
-    if backend == "sqlite":
-        holder = sqlite3.connect(url[len("sqlite:///"):], timeout=0)
-        holder.execute("BEGIN IMMEDIATE")
-    else:
-        holder = psycopg2.connect(url)
-        holder.cursor().execute("SELECT 1 FROM integration WHERE id = %s FOR UPDATE",
-                                (integration_id,))
-    try:
-        yield
-    finally:
-        holder.rollback()
-        holder.close()
-
-
-def run_bounded(call, timeout=10):
-    """call() on a thread; its result, or a failure if it has not returned within `timeout`."""
-    done = []
-    worker = threading.Thread(target=lambda: done.append(call()), daemon=True)
-    worker.start()
-    worker.join(timeout)
-    assert done, f"still waiting after {timeout} s"
-    return done[0]
 
 
 def test_changed_credentials_are_audited_redacted(api, app):

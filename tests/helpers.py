@@ -1,10 +1,14 @@
 """Shared bodies and small helpers for the resource-route tests."""
 import contextlib
+import json
 import re
 import sqlite3
 import threading
 
 import psycopg2
+
+from potpie_flask import integrations
+from potpie_flask.models import AuditEvent, Integration
 
 LIST = "/api/v2/integrations"
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -69,3 +73,31 @@ def run_bounded(call, timeout=10):
     worker.join(timeout)
     assert done, f"still waiting after {timeout} s"
     return done[0]
+
+
+def another_writer_after(monkeypatch, app, step, integration_id):
+    """Commit status "pending" to the row from another connection right after `integrations.<step>` ran.
+
+    That step reads the row with no lock; the write lands before the operation locks it.
+    """
+    original = getattr(integrations, step)
+
+    def then_another_writer(*args):
+        result = original(*args)
+        with app.app_context():
+            Integration.update(status="pending").where(Integration.id == integration_id).execute()
+        return result
+
+    monkeypatch.setattr(integrations, step, then_another_writer)
+
+
+def assert_deactivated_over_the_newer_row(response, app, integration_id):
+    """`active: false` was applied to the row as the other writer left it, and audited alone."""
+    assert response.status_code == 200
+    data = response.get_json()["data"]
+    assert (data["status"], data["active"]) == ("pending", False)
+    with app.app_context():
+        stored = Integration.get_by_id(integration_id)
+        assert (stored.status, stored.active) == ("pending", False)
+        last = AuditEvent.select().order_by(AuditEvent.id.desc()).get()
+        assert json.loads(last.changes) == {"active": {"old": True, "new": False}}

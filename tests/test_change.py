@@ -6,7 +6,8 @@ import pytest
 from potpie_flask import integrations
 from potpie_flask.models import AuditEvent, Integration
 
-from .helpers import (FULL_BODY, NEVER_EXISTED, NOT_FOUND, create, holding_the_write_lock_of, one,
+from .helpers import (FULL_BODY, NEVER_EXISTED, NOT_FOUND, another_writer_after,
+                      assert_deactivated_over_the_newer_row, create, holding_the_write_lock_of, one,
                       problem, run_bounded)
 
 CHANGE_METHODS = ["patch", "put"]
@@ -96,26 +97,10 @@ def test_a_change_that_changes_nothing_needs_no_write_lock(short_busy_timeout, a
 def test_a_row_written_between_the_read_ahead_and_the_lock_is_changed_as_it_now_is(
         api, app, monkeypatch):
     saved = create(api, **FULL_BODY)
-    ahead_of = integrations._ahead_of
-
-    def another_writer_in_between(*args):
-        ahead = ahead_of(*args)
-        # Committed by another connection after this change read the row, before it locks.
-        with app.app_context():
-            Integration.update(status="pending").where(
-                Integration.id == saved["integration_id"]).execute()
-        return ahead
-
-    monkeypatch.setattr(integrations, "_ahead_of", another_writer_in_between)
-    r = api.patch(one(saved["integration_id"]), json={"active": False})
-    assert r.status_code == 200
-    data = r.get_json()["data"]
-    assert (data["status"], data["active"]) == ("pending", False)
-    with app.app_context():
-        stored = Integration.get_by_id(saved["integration_id"])
-        assert (stored.status, stored.active) == ("pending", False)
-        last = AuditEvent.select().order_by(AuditEvent.id.desc()).get()
-        assert json.loads(last.changes) == {"active": {"old": True, "new": False}}
+    another_writer_after(monkeypatch, app, "_ahead_of", saved["integration_id"])
+    assert_deactivated_over_the_newer_row(
+        api.patch(one(saved["integration_id"]), json={"active": False}), app,
+        saved["integration_id"])
 
 
 @pytest.mark.parametrize("method", CHANGE_METHODS)

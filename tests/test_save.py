@@ -1,13 +1,12 @@
 """POST /api/v2/integrations/save: create, upsert, conflicts, envelope (SPEC sections 4-6)."""
-import json
 import re
 import uuid
 
-from potpie_flask import integrations
 from potpie_flask.models import AuditEvent, Integration
 
 from .conftest import OWNER
-from .helpers import holding_the_write_lock_of, run_bounded
+from .helpers import (another_writer_after, assert_deactivated_over_the_newer_row,
+                      holding_the_write_lock_of, run_bounded)
 
 SAVE = "/api/v2/integrations/save"
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -141,26 +140,9 @@ def test_a_row_written_between_the_read_ahead_and_the_lock_is_changed_as_it_now_
     body = {key: value for key, value in DOCUMENTED_BODY.items() if key != "status"}
     body["unique_identifier"] = "raced"
     first = api.save(body).get_json()["data"]
-    read_ahead = integrations._read_ahead
-
-    def another_writer_in_between(*args):
-        ahead = read_ahead(*args)
-        # Committed by another connection after this save read the row, before it locks.
-        with app.app_context():
-            Integration.update(status="pending").where(
-                Integration.id == first["integration_id"]).execute()
-        return ahead
-
-    monkeypatch.setattr(integrations, "_read_ahead", another_writer_in_between)
-    r = api.save({**body, "active": False})
-    assert r.status_code == 200
-    data = r.get_json()["data"]
-    assert (data["status"], data["active"]) == ("pending", False)
-    with app.app_context():
-        stored = Integration.get_by_id(first["integration_id"])
-        assert (stored.status, stored.active) == ("pending", False)
-        last = AuditEvent.select().order_by(AuditEvent.id.desc()).get()
-        assert json.loads(last.changes) == {"active": {"old": True, "new": False}}
+    another_writer_after(monkeypatch, app, "_read_ahead", first["integration_id"])
+    assert_deactivated_over_the_newer_row(api.save({**body, "active": False}), app,
+                                          first["integration_id"])
 
 
 def test_changed_credentials_are_audited_redacted(api, app):

@@ -75,20 +75,36 @@ def run_bounded(call, timeout=10):
     return done[0]
 
 
-def another_writer_after(monkeypatch, app, step, integration_id):
-    """Commit status "pending" to the row from another connection right after `integrations.<step>` ran.
+def another_writer_after(monkeypatch, app, step, sql, *params):
+    """Commit `sql` (with ? placeholders) on a connection of its own right after `integrations.<step>`.
 
     That step reads the row with no lock; the write lands before the operation locks it.
     """
     original = getattr(integrations, step)
+    url = app.config["DATABASE_URL"]
 
     def then_another_writer(*args):
         result = original(*args)
-        with app.app_context():
-            Integration.update(status="pending").where(Integration.id == integration_id).execute()
+        if url.startswith("sqlite:///"):
+            writer, statement = sqlite3.connect(url[len("sqlite:///"):]), sql
+        else:
+            writer, statement = psycopg2.connect(url), sql.replace("?", "%s")
+        try:
+            writer.cursor().execute(statement, params)
+            writer.commit()
+        finally:
+            writer.close()
         return result
 
     monkeypatch.setattr(integrations, step, then_another_writer)
+
+
+def never_worked_out_twice(monkeypatch):
+    """Fail the test if an operation works a change out again under the lock."""
+    def refused(*args):
+        raise AssertionError("the change worked out on the read ahead was not used")
+
+    monkeypatch.setattr(integrations, "_change", refused)
 
 
 def assert_deactivated_over_the_newer_row(response, app, integration_id):

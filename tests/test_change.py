@@ -7,8 +7,8 @@ from potpie_flask import integrations
 from potpie_flask.models import AuditEvent, Integration
 
 from .helpers import (FULL_BODY, NEVER_EXISTED, NOT_FOUND, another_writer_after,
-                      assert_deactivated_over_the_newer_row, create, holding_the_write_lock_of, one,
-                      problem, run_bounded)
+                      assert_deactivated_over_the_newer_row, create, holding_the_write_lock_of,
+                      never_worked_out_twice, one, problem, run_bounded)
 
 CHANGE_METHODS = ["patch", "put"]
 
@@ -97,10 +97,41 @@ def test_a_change_that_changes_nothing_needs_no_write_lock(short_busy_timeout, a
 def test_a_row_written_between_the_read_ahead_and_the_lock_is_changed_as_it_now_is(
         api, app, monkeypatch):
     saved = create(api, **FULL_BODY)
-    another_writer_after(monkeypatch, app, "_ahead_of", saved["integration_id"])
+    another_writer_after(monkeypatch, app, "_ahead_of", "UPDATE integration SET status = 'pending' WHERE id = ?", saved["integration_id"])
     assert_deactivated_over_the_newer_row(
         api.patch(one(saved["integration_id"]), json={"active": False}), app,
         saved["integration_id"])
+
+
+def test_a_change_writes_what_it_worked_out_on_the_read_ahead(api, monkeypatch):
+    saved = create(api, **FULL_BODY)
+    never_worked_out_twice(monkeypatch)
+    r = api.patch(one(saved["integration_id"]), json={"status": "error"})
+    assert r.status_code == 200 and r.get_json()["data"]["status"] == "error"
+
+
+def test_a_row_deleted_between_the_read_ahead_and_the_lock_is_404(api, app, monkeypatch):
+    saved = create(api, **FULL_BODY)
+    another_writer_after(monkeypatch, app, "_ahead_of",
+                         "DELETE FROM integration WHERE id = ?", saved["integration_id"])
+    r = api.patch(one(saved["integration_id"]), json={"status": "error"})
+    assert r.status_code == 404
+    assert r.get_json() == NOT_FOUND
+    with app.app_context():
+        assert AuditEvent.select().where(AuditEvent.action == "update").count() == 0
+
+
+def test_a_name_taken_between_the_read_ahead_and_the_lock_is_409(api, app, monkeypatch):
+    other = create(api, name="Other", integration_type="jira")
+    saved = create(api, **FULL_BODY)
+    another_writer_after(monkeypatch, app, "_ahead_of",
+                         "UPDATE integration SET name = 'Wanted', name_key = 'wanted' WHERE id = ?",
+                         other["integration_id"])
+    r = api.patch(one(saved["integration_id"]), json={"name": "wanted"})
+    assert r.status_code == 409
+    assert r.get_json()["error"] == ("Failed to update integration: "
+                                     "Integration with this name already exists")
+    assert api.get(one(saved["integration_id"])).get_json()["data"] == saved
 
 
 @pytest.mark.parametrize("method", CHANGE_METHODS)

@@ -6,7 +6,7 @@ from potpie_flask.models import AuditEvent, Integration
 
 from .conftest import OWNER
 from .helpers import (another_writer_after, assert_deactivated_over_the_newer_row,
-                      holding_the_write_lock_of, run_bounded)
+                      holding_the_write_lock_of, never_worked_out_twice, run_bounded)
 
 SAVE = "/api/v2/integrations/save"
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -135,12 +135,21 @@ def test_a_save_that_changes_nothing_needs_no_write_lock(short_busy_timeout, app
             "create", "update"]
 
 
+def test_an_upsert_writes_the_change_worked_out_on_the_read_ahead(api, monkeypatch):
+    body = {**DOCUMENTED_BODY, "unique_identifier": "ahead"}
+    api.save(body)
+    never_worked_out_twice(monkeypatch)
+    r = api.save({**body, "status": "error", "auth_data": {"access_token": "rotated"}})
+    assert r.status_code == 200 and r.get_json()["data"]["status"] == "error"
+
+
 def test_a_row_written_between_the_read_ahead_and_the_lock_is_changed_as_it_now_is(
         api, app, monkeypatch):
     body = {key: value for key, value in DOCUMENTED_BODY.items() if key != "status"}
     body["unique_identifier"] = "raced"
     first = api.save(body).get_json()["data"]
-    another_writer_after(monkeypatch, app, "_read_ahead", first["integration_id"])
+    another_writer_after(monkeypatch, app, "_read_ahead",
+                         "UPDATE integration SET status = 'pending' WHERE id = ?", first["integration_id"])
     assert_deactivated_over_the_newer_row(api.save({**body, "active": False}), app,
                                           first["integration_id"])
 

@@ -58,8 +58,9 @@ class PooledPostgresql(PooledPostgresqlDatabase):
     `prepare(sql)` names them, and each connection sends `PREPARE` the first time it
     runs one, then only `EXECUTE name(values)`, which spares the server parsing the
     same small statement on every request, and planning it too once PostgreSQL settles
-    on a generic plan (as psycopg 3 and asyncpg prepare by default). Prepared statements live in a server session, so behind PgBouncer in
-    transaction mode they must be switched off (`prepared_statements=False`).
+    on a generic plan (as psycopg 3 and asyncpg prepare by default). Prepared statements
+    live in a server session, so behind PgBouncer in transaction mode they must be
+    switched off (`prepared_statements=False`).
     """
 
     def __init__(self, database, prepared_statements=True, **kwargs):

@@ -47,17 +47,23 @@ def problem(loc, msg, type_, **ctx):
     return entry
 
 
+def own_connection(app):
+    """A DB-API connection of the test's own to the app's database, and its placeholder."""
+    url = app.config["DATABASE_URL"]
+    if url.startswith("sqlite:///"):
+        return sqlite3.connect(url[len("sqlite:///"):], timeout=0), "?"
+    return psycopg2.connect(url), "%s"
+
+
 @contextlib.contextmanager
 def holding_the_write_lock_of(app, backend, integration_id):
     """Another writer holds what a changing save must wait for: SQLite's lock, or the row."""
-    url = app.config["DATABASE_URL"]
+    holder, placeholder = own_connection(app)
     if backend == "sqlite":
-        holder = sqlite3.connect(url[len("sqlite:///"):], timeout=0)
         holder.execute("BEGIN IMMEDIATE")
     else:
-        holder = psycopg2.connect(url)
-        holder.cursor().execute("SELECT 1 FROM integration WHERE id = %s FOR UPDATE",
-                                (integration_id,))
+        holder.cursor().execute(
+            f"SELECT 1 FROM integration WHERE id = {placeholder} FOR UPDATE", (integration_id,))
     try:
         yield
     finally:
@@ -76,21 +82,17 @@ def run_bounded(call, timeout=10):
 
 
 def another_writer_after(monkeypatch, app, step, sql, *params):
-    """Commit `sql` (with ? placeholders) on a connection of its own right after `integrations.<step>`.
+    """Commit `sql` (? placeholders) on a connection of its own after `integrations.<step>` ran.
 
     That step reads the row with no lock; the write lands before the operation locks it.
     """
     original = getattr(integrations, step)
-    url = app.config["DATABASE_URL"]
 
     def then_another_writer(*args):
         result = original(*args)
-        if url.startswith("sqlite:///"):
-            writer, statement = sqlite3.connect(url[len("sqlite:///"):]), sql
-        else:
-            writer, statement = psycopg2.connect(url), sql.replace("?", "%s")
+        writer, placeholder = own_connection(app)
         try:
-            writer.cursor().execute(statement, params)
+            writer.cursor().execute(sql.replace("?", placeholder), params)
             writer.commit()
         finally:
             writer.close()

@@ -87,7 +87,8 @@ def test_change_that_changes_nothing_keeps_updated_at_and_writes_no_audit(api, a
 def test_a_change_that_changes_nothing_needs_no_write_lock(short_busy_timeout, app, api, backend):
     saved = create(api, **FULL_BODY)
     with holding_the_write_lock_of(app, backend, saved["integration_id"]):
-        same = run_bounded(lambda: api.patch(one(saved["integration_id"]), json={"status": "active"}))
+        same = run_bounded(
+            lambda: api.patch(one(saved["integration_id"]), json={"status": "active"}))
         assert same.status_code == 200 and same.get_json()["data"] == saved
         if backend == "sqlite":
             changed = api.patch(one(saved["integration_id"]), json={"status": "error"})
@@ -97,7 +98,9 @@ def test_a_change_that_changes_nothing_needs_no_write_lock(short_busy_timeout, a
 def test_a_row_written_between_the_read_ahead_and_the_lock_is_changed_as_it_now_is(
         api, app, monkeypatch):
     saved = create(api, **FULL_BODY)
-    another_writer_after(monkeypatch, app, "_ahead_of", "UPDATE integration SET status = 'pending' WHERE id = ?", saved["integration_id"])
+    another_writer_after(monkeypatch, app, "_ahead_of",
+                         "UPDATE integration SET status = 'pending' WHERE id = ?",
+                         saved["integration_id"])
     assert_deactivated_over_the_newer_row(
         api.patch(one(saved["integration_id"]), json={"active": False}), app,
         saved["integration_id"])

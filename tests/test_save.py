@@ -149,7 +149,8 @@ def test_a_row_written_between_the_read_ahead_and_the_lock_is_changed_as_it_now_
     body["unique_identifier"] = "raced"
     first = api.save(body).get_json()["data"]
     another_writer_after(monkeypatch, app, "_read_ahead",
-                         "UPDATE integration SET status = 'pending' WHERE id = ?", first["integration_id"])
+                         "UPDATE integration SET status = 'pending' WHERE id = ?",
+                         first["integration_id"])
     assert_deactivated_over_the_newer_row(api.save({**body, "active": False}), app,
                                           first["integration_id"])
 

@@ -132,9 +132,12 @@ def test_a_name_taken_between_the_read_ahead_and_the_lock_is_409(api, app, monke
                          other["integration_id"])
     r = api.patch(one(saved["integration_id"]), json={"name": "wanted"})
     assert r.status_code == 409
-    assert r.get_json()["error"] == ("Failed to update integration: "
-                                     "Integration with this name already exists")
+    assert r.get_json() == {"success": False, "data": None,
+                            "error": "Failed to update integration: "
+                                     "Integration with this name already exists"}
     assert api.get(one(saved["integration_id"])).get_json()["data"] == saved
+    with app.app_context():
+        assert AuditEvent.select().where(AuditEvent.action == "update").count() == 0
 
 
 @pytest.mark.parametrize("method", CHANGE_METHODS)

@@ -124,6 +124,17 @@ def test_a_row_deleted_between_the_read_ahead_and_the_lock_is_404(api, app, monk
         assert AuditEvent.select().where(AuditEvent.action == "update").count() == 0
 
 
+def assert_name_clash_changed_nothing(response, api, app, saved):
+    """409 with SPEC's message, the integration as it was, and no update audited."""
+    assert response.status_code == 409
+    assert response.get_json() == {"success": False, "data": None,
+                                   "error": "Failed to update integration: "
+                                            "Integration with this name already exists"}
+    assert api.get(one(saved["integration_id"])).get_json()["data"] == saved
+    with app.app_context():
+        assert AuditEvent.select().where(AuditEvent.action == "update").count() == 0
+
+
 def test_a_name_taken_between_the_read_ahead_and_the_lock_is_409(api, app, monkeypatch):
     other = create(api, name="Other", integration_type="jira")
     saved = create(api, **FULL_BODY)
@@ -131,13 +142,7 @@ def test_a_name_taken_between_the_read_ahead_and_the_lock_is_409(api, app, monke
                          "UPDATE integration SET name = 'Wanted', name_key = 'wanted' WHERE id = ?",
                          other["integration_id"])
     r = api.patch(one(saved["integration_id"]), json={"name": "wanted"})
-    assert r.status_code == 409
-    assert r.get_json() == {"success": False, "data": None,
-                            "error": "Failed to update integration: "
-                                     "Integration with this name already exists"}
-    assert api.get(one(saved["integration_id"])).get_json()["data"] == saved
-    with app.app_context():
-        assert AuditEvent.select().where(AuditEvent.action == "update").count() == 0
+    assert_name_clash_changed_nothing(r, api, app, saved)
 
 
 @pytest.mark.parametrize("method", CHANGE_METHODS)
@@ -202,13 +207,7 @@ def test_name_clash_is_409_and_changes_nothing(api, app, method):
     saved = create(api, **FULL_BODY)
     r = getattr(api, method)(one(saved["integration_id"]),
                              json={"name": " TAKEN ", "status": "error"})
-    assert r.status_code == 409
-    assert r.get_json() == {"success": False, "data": None,
-                            "error": "Failed to update integration: "
-                                     "Integration with this name already exists"}
-    assert api.get(one(saved["integration_id"])).get_json()["data"] == saved
-    with app.app_context():
-        assert AuditEvent.select().where(AuditEvent.action == "update").count() == 0
+    assert_name_clash_changed_nothing(r, api, app, saved)
 
 
 def test_renaming_to_its_own_name_in_another_case_is_not_a_clash(api):

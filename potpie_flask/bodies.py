@@ -3,7 +3,7 @@ import json
 
 from flask import current_app, request
 from marshmallow import ValidationError
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from .errors import DetailError, RequestInvalid, problems_from
 from .schemas import load_body
@@ -37,7 +37,15 @@ def _unique_keys(pairs):
 def _raw_body():
     """The body bytes, 413 beyond MAX_CONTENT_LENGTH whether or not a Content-Length was sent."""
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
-    if request.content_length is None and limit and request.environ.get("wsgi.input_terminated"):
+    length = request.content_length
+    if length is not None and (not limit or length <= limit):
+        # What werkzeug's get_data does for a declared length, without the LimitedStream
+        # wrapped around the input (about 30 us: more than parsing a save's JSON).
+        raw = request.environ["wsgi.input"].read(length)
+        if len(raw) < length:
+            raise ClientDisconnected()
+        return raw
+    if length is None and limit and request.environ.get("wsgi.input_terminated"):
         # A chunked body: werkzeug would stop at the limit and hand over the first
         # MAX_CONTENT_LENGTH bytes as if they were all; read one more to tell.
         raw = request.environ["wsgi.input"].read(limit + 1)

@@ -9,6 +9,8 @@ import random
 
 import pytest
 
+from potpie_flask.models import Integration
+
 from .faults import SAVE, workers
 from .servers import Gunicorn, server_env
 
@@ -203,3 +205,16 @@ def test_an_id_that_is_not_a_uuid_is_not_found(api, integration_id):
         r = getattr(api, method)("/api/v2/integrations/" + integration_id)
         assert (r.status_code, r.get_json()["error"]) == (404, "Integration not found")
     assert api.get(f"/api/v2/integrations/{integration_id}/audit").status_code == 404
+
+
+def test_a_body_shorter_than_its_content_length_is_a_400_and_saves_nothing(app, api_key):
+    # A client gone mid-body gets werkzeug's ClientDisconnected: not a response of the
+    # contract (nobody is left to read it), so the plain test client, not the checked one.
+    body = json.dumps(VALID).encode()
+    r = app.test_client().post(SAVE, data=body, content_type="application/json",
+                               headers={"x-api-key": api_key},
+                               environ_overrides={"CONTENT_LENGTH": str(len(body) + 10)})
+    assert (r.status_code, r.content_type, r.get_json()) == (
+        400, "application/json; charset=utf-8", {"detail": "Bad Request"})
+    with app.app_context():
+        assert Integration.select().count() == 0

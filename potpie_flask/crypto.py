@@ -1,8 +1,8 @@
 """Fernet encryption of stored credentials, with keys that rotate (MultiFernet)."""
-import json
 import os
 import tempfile
 
+import orjson
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 KEY_FILE_NAME = "credentials.key"
@@ -24,11 +24,11 @@ class Vault:
 
     def seal(self, secrets):
         """Encrypt a dict of secrets into one token."""
-        return self._fernet.encrypt(json.dumps(secrets, sort_keys=True).encode()).decode()
+        return self._fernet.encrypt(orjson.dumps(secrets, option=orjson.OPT_SORT_KEYS)).decode()
 
     def open(self, token):
         """Decrypt a token made by seal()."""
-        return json.loads(self._fernet.decrypt(token.encode()))
+        return orjson.loads(self._fernet.decrypt(token.encode()))
 
     def rotate(self, token):
         """Re-encrypt a token under the first key."""

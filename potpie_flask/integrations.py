@@ -4,11 +4,11 @@ Nothing here knows about HTTP: callers pass the owner, validated fields, the
 credential vault and a request id, and get model rows or domain errors back.
 """
 import datetime as dt
-import json
 import re
 import typing
 import uuid
 
+import orjson
 import peewee
 
 from .db import database, supports_row_locks
@@ -380,5 +380,5 @@ def _audit_values(row, action, changes, timestamp, request_id):
         "action": action,
         "timestamp": timestamp,
         "request_id": request_id,
-        "changes": json.dumps(changes),
+        "changes": orjson.dumps(changes).decode(),
     }

@@ -1,7 +1,7 @@
 """Peewee models: API keys, integrations and their audit trail."""
 import datetime as dt
-import json
 
+import orjson
 import peewee
 
 from .db import database
@@ -95,13 +95,13 @@ class Integration(BaseModel):
             "version": values("version"),
             "description": values("description"),
             # Most integrations have no tags: skip the JSON parser for them.
-            "tags": [] if tags == "[]" else json.loads(tags),
+            "tags": [] if tags == "[]" else orjson.loads(tags),
         }
 
     def set_metadata(self, metadata):
         for key in self.METADATA_KEYS[:-1]:
             setattr(self, key, metadata[key])
-        self.tags = json.dumps(metadata["tags"])
+        self.tags = orjson.dumps(metadata["tags"]).decode()
 
     class Meta:
         indexes = (

@@ -1,5 +1,5 @@
 """The JSON shapes of integrations and audit events (SPEC section 5)."""
-import json
+import orjson
 
 
 def timestamp(value):
@@ -59,5 +59,5 @@ def audit_event(event):
         "resource_type": "integration",
         "integration_id": event.integration_id,
         "request_id": event.request_id,
-        "changes": json.loads(event.changes),
+        "changes": orjson.loads(event.changes),
     }

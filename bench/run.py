@@ -138,6 +138,8 @@ def run_backend(label, env, args):
                              {"name": "bench one", "integration_type": "jira",
                               "auth_data": {"access_token": "bench-token"}}, key)[1]["data"]
         one_path = f"/api/v2/integrations/{one['integration_id']}"
+        spread_ids = [row["integration_id"] for row in server.request(
+            "GET", f"/api/v2/integrations?limit={LIST_OWNER_SIZE}", key=list_key)[1]["data"]]
         run = uuid.uuid4().hex[:8]
         writer = {"POTPIE_KEY": key, "POTPIE_RUN": run}
         scenarios = [
@@ -146,7 +148,11 @@ def run_backend(label, env, args):
             ("GET one", one_path, "get.lua", writer),
             ("list (page of 50)", "/api/v2/integrations?limit=50", "get.lua",
              {"POTPIE_KEY": list_key}),
-            ("PATCH", one_path, "patch.lua", writer),
+            ("PATCH (one row)", one_path, "patch.lua", writer),
+            # The same change over the list owner's rows in turn: no row lock waits for
+            # another (on PostgreSQL, the one-row PATCH queues on a single row's lock).
+            ("PATCH (200 rows in turn)", "/", "patch_spread.lua",
+             {"POTPIE_KEY": list_key, "POTPIE_IDS": ",".join(spread_ids)}),
         ]
         warm_up(server, key, one["integration_id"], WARM_UP_REQUESTS)
         served = WARM_UP_REQUESTS

@@ -56,6 +56,11 @@ def open_database(url, config):
     )
 
 
+def supports_writing_ctes():
+    """True when a WITH clause may hold an UPDATE that the INSERT after it reads (PostgreSQL)."""
+    return isinstance(database.obj, peewee.PostgresqlDatabase)
+
+
 def supports_row_locks():
     """True when SELECT ... FOR UPDATE is available (PostgreSQL; SQLite locks the whole file)."""
     return bool(database.obj.for_update)

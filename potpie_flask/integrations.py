@@ -11,7 +11,7 @@ import uuid
 import orjson
 import peewee
 
-from .db import database, supports_row_locks
+from .db import database, supports_row_locks, supports_writing_ctes
 from .models import AuditEvent, Integration, utcnow
 from .statements import Statement, insert, slot, update_columns, values_of, write
 
@@ -64,6 +64,9 @@ _INSERT = insert(Integration)
 _COLUMN_GROUPS = (("name", "name_key"), ("status",), ("active",), Integration.SCOPE_KEYS,
                   Integration.METADATA_KEYS, Integration.AUTH_COLUMNS)
 _UPDATES = {}
+# The same UPDATEs on PostgreSQL, made conditional on the row being as read, with the audit
+# INSERT in the same statement (see _written_if_unchanged).
+_UPDATES_IF_UNCHANGED = {}
 _DELETE = Statement(lambda: Integration.delete().where(Integration.id == slot("id", Integration.id)))
 _INSERT_AUDIT = insert(AuditEvent)
 
@@ -150,6 +153,8 @@ def save(owner, fields, vault, request_id=None):
                 ahead = _read_ahead(owner, fields, vault)
                 if ahead.changes == {}:
                     return ahead.stored
+                if ahead.stored is not None and _written_if_unchanged(ahead, request_id):
+                    return ahead.changed
                 with database.atomic():
                     return _upsert(owner, fields, vault, request_id, ahead)
             # Nothing to read first: the row and its audit entry are built and bound
@@ -257,6 +262,8 @@ def update(owner, integration_id, fields, vault, request_id=None):
     if ahead.changes == {}:
         return ahead.stored
     try:
+        if _written_if_unchanged(ahead, request_id):
+            return ahead.changed
         with database.atomic():
             row = _owned(_OWNED_LOCKED, owner, integration_id)
             return _change_locked(row, ahead, fields, vault, request_id)
@@ -280,15 +287,66 @@ def _store_change(row, before, changes, request_id):
     return row
 
 
+def _written_if_unchanged(ahead, request_id):
+    """PostgreSQL: write the change worked out ahead, and its audit entry, in one statement.
+
+    The UPDATE applies only if the row is still, column for column, the row read ahead
+    (the comparison `_change_locked` makes under the lock), so the statement needs no
+    transaction of its own: one round trip instead of two, and the row's lock is held
+    only while the statement runs and commits. False when the row changed or went away
+    since (or on SQLite, whose WITH cannot hold an UPDATE): the caller then locks and reads.
+    """
+    if not supports_writing_ctes():
+        return False
+    row, before = ahead.changed, ahead.stored.__data__
+    row.updated_at = max(utcnow(), before["updated_at"] + _ONE_MICROSECOND)
+    values = values_of(row)
+    values.update({"was_" + name: value for name, value in values_of(ahead.stored).items()})
+    values.update(_audit_values(row, "update", ahead.changes, row.updated_at, request_id))
+    statement = _changed_groups_statement(row, before, _UPDATES_IF_UNCHANGED,
+                                          _update_if_unchanged)
+    return statement.execute(**values).fetchone() is not None
+
+
+def _update_if_unchanged(names):
+    """UPDATE of `names` of the row still as the `was_<column>` slots say, and its audit INSERT."""
+    fields = Integration._meta.sorted_fields
+
+    def build():
+        as_read = peewee.Expression(peewee.Tuple(*fields), "IS NOT DISTINCT FROM",
+                                    peewee.Tuple(*(slot("was_" + f.name, f) for f in fields)))
+        changed = (Integration
+                   .update({f: slot(f.name, f) for f in map(Integration._meta.fields.get, names)})
+                   # The key first, so that the row is found through its index.
+                   .where((Integration.id == slot("was_id", Integration.id)) & as_read)
+                   .returning(Integration.id, Integration.owner, Integration.updated_at)
+                   .cte("changed"))
+        audit = peewee.Select((changed,), (changed.c.id, changed.c.owner, slot("action"),
+                                           changed.c.updated_at, slot("request_id"),
+                                           slot("changes")))
+        return (AuditEvent.insert_from(audit, [
+            AuditEvent.integration_id, AuditEvent.owner, AuditEvent.action,
+            AuditEvent.timestamp, AuditEvent.request_id, AuditEvent.changes])
+            .with_cte(changed).returning(AuditEvent.id))
+
+    return Statement(build)
+
+
 def _update_of(row, before):
     """The UPDATE of the column groups in which the row differs from `before`, and updated_at."""
+    return _changed_groups_statement(row, before, _UPDATES,
+                                     lambda names: update_columns(Integration, names))
+
+
+def _changed_groups_statement(row, before, built, build):
+    """`build(names)` of the groups in which the row differs from `before`, built once."""
     after = row.__data__
     groups = tuple(group for group in _COLUMN_GROUPS
                    if any(after.get(name) != before.get(name) for name in group))
-    statement = _UPDATES.get(groups)
+    statement = built.get(groups)
     if statement is None:
         names = [name for group in groups for name in group] + ["updated_at"]
-        statement = _UPDATES[groups] = update_columns(Integration, names)
+        statement = built[groups] = build(names)
     return statement
 
 

@@ -109,6 +109,25 @@ def never_worked_out_twice(monkeypatch):
     monkeypatch.setattr(integrations, "_change", refused)
 
 
+def never_locked(monkeypatch):
+    """Fail the test if an operation takes the locked path (its one-statement write failed)."""
+    def refused(*args):
+        raise AssertionError("the change was not written in one statement")
+
+    monkeypatch.setattr(integrations, "_change_locked", refused)
+
+
+def assert_one_statement_change(app, integration_id, request_id, changes):
+    """The row and its last audit entry as the one-statement write leaves them."""
+    with app.app_context():
+        stored = Integration.get_by_id(integration_id)
+        last = AuditEvent.select().order_by(AuditEvent.id.desc()).get()
+        assert (last.integration_id, last.owner, last.action, last.timestamp,
+                last.request_id, json.loads(last.changes)) == (
+            integration_id, stored.owner, "update", stored.updated_at, request_id, changes)
+        return stored
+
+
 def assert_deactivated_over_the_newer_row(response, app, integration_id):
     """`active: false` was applied to the row as the other writer left it, and audited alone."""
     assert response.status_code == 200

@@ -7,8 +7,9 @@ from potpie_flask import integrations
 from potpie_flask.models import AuditEvent, Integration
 
 from .helpers import (FULL_BODY, NEVER_EXISTED, NOT_FOUND, another_writer_after,
-                      assert_deactivated_over_the_newer_row, create, holding_the_write_lock_of,
-                      never_worked_out_twice, one, problem, run_bounded)
+                      assert_deactivated_over_the_newer_row, assert_one_statement_change,
+                      create, holding_the_write_lock_of, never_locked, never_worked_out_twice,
+                      one, problem, run_bounded)
 
 CHANGE_METHODS = ["patch", "put"]
 
@@ -111,6 +112,22 @@ def test_a_change_writes_what_it_worked_out_on_the_read_ahead(api, monkeypatch):
     never_worked_out_twice(monkeypatch)
     r = api.patch(one(saved["integration_id"]), json={"status": "error"})
     assert r.status_code == 200 and r.get_json()["data"]["status"] == "error"
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_postgresql_writes_a_change_nobody_raced_in_one_statement_with_its_audit(api, app,
+                                                                                 monkeypatch):
+    saved = create(api, **FULL_BODY)
+    never_locked(monkeypatch)
+    r = api.patch(one(saved["integration_id"]), json={"status": "error"},
+                  headers={"X-Request-ID": "one-statement"})
+    assert r.status_code == 200
+    assert r.get_json()["data"] == {**saved, "status": "error",
+                                    "updated_at": r.get_json()["data"]["updated_at"]}
+    assert r.get_json()["data"]["updated_at"] > saved["updated_at"]
+    stored = assert_one_statement_change(app, saved["integration_id"], "one-statement",
+                                         {"status": {"old": "active", "new": "error"}})
+    assert stored.status == "error"
 
 
 def test_a_row_deleted_between_the_read_ahead_and_the_lock_is_404(api, app, monkeypatch):

@@ -3,11 +3,14 @@ import json
 import re
 import uuid
 
+import pytest
+
 from potpie_flask.models import AuditEvent, Integration
 
 from .conftest import OWNER
 from .helpers import (another_writer_after, assert_deactivated_over_the_newer_row,
-                      holding_the_write_lock_of, never_worked_out_twice, run_bounded)
+                      assert_one_statement_change, holding_the_write_lock_of, never_locked,
+                      never_worked_out_twice, run_bounded)
 
 SAVE = "/api/v2/integrations/save"
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -142,6 +145,22 @@ def test_an_upsert_writes_the_change_worked_out_on_the_read_ahead(api, monkeypat
     never_worked_out_twice(monkeypatch)
     r = api.save({**body, "status": "error", "auth_data": {"access_token": "rotated"}})
     assert r.status_code == 200 and r.get_json()["data"]["status"] == "error"
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_postgresql_writes_an_upsert_nobody_raced_in_one_statement_with_its_audit(
+        api, app, monkeypatch):
+    body = {**DOCUMENTED_BODY, "unique_identifier": "one-statement"}
+    first = api.save(body).get_json()["data"]
+    never_locked(monkeypatch)
+    r = api.post(SAVE, json={**body, "auth_data": {"access_token": "rotated"}},
+                 headers={"X-Request-ID": "upsert-one"})
+    assert r.status_code == 200
+    assert r.get_json()["data"]["integration_id"] == first["integration_id"]
+    stored = assert_one_statement_change(
+        app, first["integration_id"], "upsert-one",
+        {"auth_data": {"old": "[redacted]", "new": "[redacted]"}})
+    assert app.extensions["potpie_vault"].open(stored.credentials) == {"access_token": "rotated"}
 
 
 def test_a_row_written_between_the_read_ahead_and_the_lock_is_changed_as_it_now_is(

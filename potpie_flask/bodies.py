@@ -38,12 +38,16 @@ def _raw_body():
     """The body bytes, 413 beyond MAX_CONTENT_LENGTH whether or not a Content-Length was sent."""
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
     length = request.content_length
-    if length is not None and (not limit or length <= limit):
+    if length is not None and limit and length <= limit:
         # What werkzeug's get_data does for a declared length, without the LimitedStream
         # wrapped around the input (about 30 us: more than parsing a save's JSON).
-        raw = request.environ["wsgi.input"].read(length)
-        if len(raw) < length:
-            raise ClientDisconnected()
+        stream = request.environ["wsgi.input"]
+        raw = stream.read(length)
+        while len(raw) < length:
+            more = stream.read(length - len(raw))  # a server may hand over less at a time
+            if not more:
+                raise ClientDisconnected()
+            raw += more
         return raw
     if length is None and limit and request.environ.get("wsgi.input_terminated"):
         # A chunked body: werkzeug would stop at the limit and hand over the first

@@ -4,6 +4,7 @@ Every request gets a 4xx JSON answer (SPEC section 3), the same master and
 workers serve all of them, and the server is healthy and saves normally after.
 """
 import http.client
+import io
 import json
 import random
 
@@ -218,3 +219,39 @@ def test_a_body_shorter_than_its_content_length_is_a_400_and_saves_nothing(app, 
         400, "application/json; charset=utf-8", {"detail": "Bad Request"})
     with app.app_context():
         assert Integration.select().count() == 0
+
+
+class Trickle(io.RawIOBase):
+    """An input stream that hands over at most 7 bytes a read, as a server may."""
+
+    def __init__(self, data):
+        self.data, self.at = data, 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        self.at = offset if whence == io.SEEK_SET else len(self.data) + offset
+        return self.at
+
+    def tell(self):
+        return self.at
+
+    def read(self, size=-1):
+        size = 7 if size < 0 else min(size, 7)
+        chunk = self.data[self.at:self.at + size]
+        self.at += len(chunk)
+        return chunk
+
+
+def test_a_body_handed_over_a_few_bytes_a_read_is_read_whole(api, app):
+    body = json.dumps(VALID).encode()
+    r = api.post(SAVE, input_stream=Trickle(body), content_length=len(body),
+                 content_type="application/json")
+    assert r.status_code == 200
+    assert r.get_json()["data"]["name"] == VALID["name"]
+    with app.app_context():
+        assert Integration.select().count() == 1

@@ -208,8 +208,8 @@ def _ahead_of(stored, fields, vault):
     Clients re-save what they already saved (a periodic sync, a retry): when nothing
     would change, that read needs neither a transaction nor a lock, so it never waits
     for, nor holds up, a writer. A change is worked out here too, outside the lock (the
-    credentials' encryption included); `_change_locked` keeps it only if the row it
-    reads under the lock is still the same.
+    credentials' encryption included); `_written_if_unchanged` and `_change_locked` write
+    it only if the row is still the same.
     """
     changed = Integration(__no_default__=True)
     changed.__data__ = dict(stored.__data__)
@@ -300,6 +300,9 @@ def _written_if_unchanged(ahead, request_id):
     transaction of its own: one round trip instead of two, and the row's lock is held
     only while the statement runs and commits. False when the row changed or went away
     since (or on SQLite, whose WITH cannot hold an UPDATE): the caller then locks and reads.
+    updated_at (and the audit entry's timestamp) is taken before the statement is sent:
+    should it wait for a lock that another transaction then releases unchanged, it is
+    earlier than the commit by that wait (the locked path reads the clock once locked).
     """
     if not supports_writing_ctes():
         return False

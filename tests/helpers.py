@@ -7,7 +7,7 @@ import threading
 
 import psycopg2
 
-from potpie_flask import integrations
+from potpie_flask import integrations, representation
 from potpie_flask.models import AuditEvent, Integration
 
 LIST = "/api/v2/integrations"
@@ -117,14 +117,15 @@ def never_locked(monkeypatch):
     monkeypatch.setattr(integrations, "_change_locked", refused)
 
 
-def assert_one_statement_change(app, integration_id, request_id, changes):
-    """The row and its last audit entry as the one-statement write leaves them."""
+def assert_one_statement_change(app, data, request_id, changes):
+    """The answered row is the stored one, with one update audited as the locked path would."""
     with app.app_context():
-        stored = Integration.get_by_id(integration_id)
-        last = AuditEvent.select().order_by(AuditEvent.id.desc()).get()
-        assert (last.integration_id, last.owner, last.action, last.timestamp,
-                last.request_id, json.loads(last.changes)) == (
-            integration_id, stored.owner, "update", stored.updated_at, request_id, changes)
+        stored = Integration.get_by_id(data["integration_id"])
+        assert data == representation.integration(stored)
+        [update] = AuditEvent.select().where(AuditEvent.action == "update")
+        assert (update.integration_id, update.owner, update.timestamp, update.request_id,
+                json.loads(update.changes)) == (
+            stored.id, stored.owner, stored.updated_at, request_id, changes)
         return stored
 
 

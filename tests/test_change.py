@@ -125,7 +125,7 @@ def test_postgresql_writes_a_change_nobody_raced_in_one_statement_with_its_audit
     assert r.get_json()["data"] == {**saved, "status": "error",
                                     "updated_at": r.get_json()["data"]["updated_at"]}
     assert r.get_json()["data"]["updated_at"] > saved["updated_at"]
-    stored = assert_one_statement_change(app, saved["integration_id"], "one-statement",
+    stored = assert_one_statement_change(app, r.get_json()["data"], "one-statement",
                                          {"status": {"old": "active", "new": "error"}})
     assert stored.status == "error"
 
@@ -247,3 +247,27 @@ def test_every_column_a_change_can_touch_is_in_an_update_group():
     grouped = [name for group in integrations._COLUMN_GROUPS for name in group]
     assert len(grouped) == len(set(grouped))
     assert set(grouped) | never_changed == set(Integration._meta.fields)
+
+
+def test_json_stored_by_the_standard_library_encoder_reads_and_changes_alike(api, app):
+    # Rows and audit entries written before orjson kept json.dumps's spaces.
+    saved = create(api, **FULL_BODY)
+    vault = app.extensions["potpie_vault"]
+    secrets = json.dumps({"access_token": "sentry_token_here"}, sort_keys=True)
+    with app.app_context():
+        Integration.update(
+            tags=json.dumps(["production", "monitoring"]),
+            credentials=vault._fernet.encrypt(secrets.encode()).decode(),
+        ).where(Integration.id == saved["integration_id"]).execute()
+        AuditEvent.update(changes=json.dumps({"name": {"old": None, "new": "Ünïcode"}})).execute()
+    assert api.get(one(saved["integration_id"])).get_json()["data"] == saved
+    assert api.get(one(saved["integration_id"]) + "/audit").get_json()["data"][0]["changes"] == {
+        "name": {"old": None, "new": "Ünïcode"}}
+    # The same credentials again are no change; only the status is.
+    r = api.patch(one(saved["integration_id"]),
+                  json={"status": "error", "auth_data": FULL_BODY["auth_data"],
+                        "metadata": FULL_BODY["metadata"]})
+    assert r.status_code == 200
+    with app.app_context():
+        update = AuditEvent.select().where(AuditEvent.action == "update").get()
+        assert json.loads(update.changes) == {"status": {"old": "active", "new": "error"}}

@@ -1,4 +1,5 @@
 """DELETE /api/v2/integrations/<id> and GET .../audit (SPEC section 6)."""
+import peewee
 import pytest
 
 from potpie_flask.models import AuditEvent, Integration
@@ -155,8 +156,23 @@ def test_a_failed_change_leaves_no_audit_row(api, app, monkeypatch):
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
-def test_postgresql_one_statement_change_whose_audit_insert_fails_changes_nothing(api, app):
+def test_postgresql_one_statement_change_whose_audit_insert_fails_changes_nothing(
+        api, app, monkeypatch):
+    from potpie_flask import integrations
+
     saved = create(api, **FULL_BODY)
+    raised = []
+    one_statement = integrations._written_if_unchanged
+
+    def spied(*args):
+        try:
+            return one_statement(*args)
+        except Exception as exc:
+            raised.append(type(exc))
+            raise
+
+    # The locked path would fail on the trigger too: make sure this one did.
+    monkeypatch.setattr(integrations, "_written_if_unchanged", spied)
     conn, _ = own_connection(app)
     try:
         with conn, conn.cursor() as cur:
@@ -171,6 +187,7 @@ def test_postgresql_one_statement_change_whose_audit_insert_fails_changes_nothin
             cur.execute("DROP FUNCTION IF EXISTS refuse_audit()")
         conn.close()
     assert r.status_code == 500
+    assert raised == [peewee.InternalError]
     assert r.get_json() == {"success": False, "data": None,
                             "error": "Failed to update integration: Internal server error"}
     assert api.get(one(saved["integration_id"])).get_json()["data"] == saved

@@ -158,7 +158,7 @@ def test_postgresql_writes_an_upsert_nobody_raced_in_one_statement_with_its_audi
     assert r.status_code == 200
     assert r.get_json()["data"]["integration_id"] == first["integration_id"]
     stored = assert_one_statement_change(
-        app, first["integration_id"], "upsert-one",
+        app, r.get_json()["data"], "upsert-one",
         {"auth_data": {"old": "[redacted]", "new": "[redacted]"}})
     assert app.extensions["potpie_vault"].open(stored.credentials) == {"access_token": "rotated"}
 
@@ -241,13 +241,20 @@ def test_percent_signs_quotes_and_semicolons_are_stored_verbatim(api):
     assert read.get_json()["data"]["metadata"]["tags"] == ["%s"]
 
 
-def test_renaming_through_upsert_onto_another_name_is_409(api):
-    api.save({"name": "A", "integration_type": "jira", "unique_identifier": "a"})
+def test_renaming_through_upsert_onto_another_name_is_409(api, app):
+    a = api.save({"name": "A", "integration_type": "jira", "unique_identifier": "a"})
     api.save({"name": "B", "integration_type": "jira", "unique_identifier": "b"})
     r = api.save({"name": "b", "integration_type": "jira", "unique_identifier": "a"})
     assert r.status_code == 409
     assert r.get_json()["error"] == ("Failed to save integration: "
                                      "Integration with this name already exists")
+    a = a.get_json()["data"]
+    assert api.get(f"/api/v2/integrations/{a['integration_id']}").get_json()["data"] == a
+    with app.app_context():
+        assert AuditEvent.select().where(AuditEvent.action == "update").count() == 0
+    # PostgreSQL refused the one-statement write; its connection serves the next save.
+    assert api.save({"name": "C", "integration_type": "jira",
+                     "unique_identifier": "a"}).status_code == 200
 
 
 def test_saving_again_under_its_own_name_in_another_case_is_not_a_clash(api):

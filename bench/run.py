@@ -151,7 +151,7 @@ def run_backend(label, env, args):
             ("PATCH (one row)", one_path, "patch.lua", writer),
             # The same change over the list owner's rows in turn: no row lock waits for
             # another (on PostgreSQL, the one-row PATCH queues on a single row's lock).
-            ("PATCH (200 rows in turn)", "/", "patch_spread.lua",
+            ("PATCH (200 rows in turn)", "/", "patch.lua",
              {"POTPIE_KEY": list_key, "POTPIE_IDS": ",".join(spread_ids)}),
         ]
         warm_up(server, key, one["integration_id"], WARM_UP_REQUESTS)

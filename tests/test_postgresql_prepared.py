@@ -2,7 +2,7 @@
 import peewee
 import pytest
 
-from potpie_flask import create_app
+from potpie_flask import create_app, migrations
 from potpie_flask.auth import create_key, owner_of
 from potpie_flask.config import is_on
 from potpie_flask.db import database
@@ -81,7 +81,9 @@ def test_switched_off_nothing_is_prepared_and_every_route_still_answers(db_setti
     monkeypatch.setenv("POTPIE_ENCRYPTION_KEYS", db_settings["POTPIE_ENCRYPTION_KEYS"])
     app = create_app({"DATABASE_URL": db_settings["DATABASE_URL"], "RATELIMIT_ENABLED": False,
                       "DATABASE_PREPARED_STATEMENTS": False})
-    with app.app_context():
+    with app.app_context(), database.connection_context():
+        # Its own app, not the `app` fixture's: the schema must not depend on an earlier test.
+        migrations.upgrade()
         key = create_key(OWNER)[1]
     client = app.test_client()
     headers = {"x-api-key": key}

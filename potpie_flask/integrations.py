@@ -285,11 +285,15 @@ def _change(row, fields, vault, request_id):
 def _store_change(row, before, changes, request_id):
     """Write the row, changed from `before` by `changes`, and its audit entry; nothing when none."""
     if changes:
-        now = max(utcnow(), before["updated_at"] + _ONE_MICROSECOND)
-        row.updated_at = now
+        now = row.updated_at = _next_updated_at(before)
         _update_of(row, before).write(**values_of(row))
         _record(row, "update", changes, now, request_id)
     return row
+
+
+def _next_updated_at(before):
+    """Now, yet always after the updated_at of the row as it was: each write is a later version."""
+    return max(utcnow(), before["updated_at"] + _ONE_MICROSECOND)
 
 
 def _written_if_unchanged(ahead, request_id):
@@ -307,7 +311,7 @@ def _written_if_unchanged(ahead, request_id):
     if not supports_writing_ctes():
         return False
     row, before = ahead.changed, ahead.stored.__data__
-    row.updated_at = max(utcnow(), before["updated_at"] + _ONE_MICROSECOND)
+    row.updated_at = _next_updated_at(before)
     values = values_of(row)
     values.update({"was_" + name: value for name, value in values_of(ahead.stored).items()})
     values.update(_audit_values(row, "update", ahead.changes, row.updated_at, request_id))

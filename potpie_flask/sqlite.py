@@ -26,10 +26,17 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
     with the lock file still held, stalling every writer for the checkpoint's fsyncs.
     Connections are opened with automatic checkpoints off instead, and every
     CHECKPOINT_EVERY commits a connection runs a PASSIVE checkpoint after releasing
-    the lock file; a PASSIVE checkpoint blocks neither readers nor writers.
+    the lock file; a PASSIVE checkpoint blocks neither readers nor writers. Such a
+    checkpoint never catches up with writers that do not pause, though, and SQLite
+    starts the WAL over only once a checkpoint has copied all of it: under sustained
+    saves the WAL grew by about 100 MB a second. So when a checkpoint finds the WAL
+    longer than WAL_FRAMES_LIMIT frames, the connection's next commit checkpoints
+    before it releases the lock file.
     """
 
     CHECKPOINT_EVERY = 200
+    # SQLite's own automatic checkpoint threshold is 1,000 frames.
+    WAL_FRAMES_LIMIT = 4000
 
     def __init__(self, database, pragmas=(), timeout=5, **kwargs):
         pragmas = [*dict(pragmas).items(), ("wal_autocheckpoint", 0)]
@@ -75,14 +82,23 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
         # Released only once committed: a failed COMMIT is followed by rollback(), which
         # releases, so no other writer starts while this transaction is still open.
         super().commit()
-        self._release()
         held = self._lock_files
+        if getattr(held, "wal_too_long", False):
+            # No writer can append while the lock is held, so this checkpoint copies the
+            # whole WAL and the next write starts it over from its first frame. Another
+            # connection's checkpoint running at the same moment: try again next commit.
+            held.wal_too_long = self._checkpoint() < 0
+        self._release()
         held.commits = getattr(held, "commits", 0) + 1
         if held.commits % self.CHECKPOINT_EVERY == 0:
-            try:
-                self.execute_sql("PRAGMA wal_checkpoint(PASSIVE)")
-            except peewee.OperationalError:
-                pass  # the commit stands; the next checkpoint copies what this one could not
+            held.wal_too_long = self._checkpoint() > self.WAL_FRAMES_LIMIT
+
+    def _checkpoint(self):
+        """A PASSIVE checkpoint: the WAL's length in frames, or -1 when it could not run."""
+        try:
+            return self.execute_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+        except peewee.OperationalError:
+            return -1  # the commit stands; the next checkpoint copies what this one could not
 
     def rollback(self):
         try:

@@ -30,13 +30,17 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
     checkpoint never catches up with writers that do not pause, though, and SQLite
     starts the WAL over only once a checkpoint has copied all of it: under sustained
     saves the WAL grew by about 100 MB a second. So when a checkpoint finds the WAL
-    longer than WAL_FRAMES_LIMIT frames, the connection's next commit checkpoints
-    before it releases the lock file.
+    longer than LOCKED_CHECKPOINT_AFTER_FRAMES, the connection's next commit runs one
+    before releasing the lock file: that stall is accepted once per few thousand
+    frames. With no writer appending meanwhile it copies the whole WAL and the next
+    write starts it over, unless a reader still holds an older snapshot or still reads
+    from the WAL: then the periodic checkpoints try again.
     """
 
     CHECKPOINT_EVERY = 200
-    # SQLite's own automatic checkpoint threshold is 1,000 frames.
-    WAL_FRAMES_LIMIT = 4000
+    # Not a cap: the length past which the next checkpoint holds the lock file, so that the
+    # WAL can start over (SQLite's own automatic checkpoint threshold is 1,000 frames).
+    LOCKED_CHECKPOINT_AFTER_FRAMES = 4000
 
     def __init__(self, database, pragmas=(), timeout=5, **kwargs):
         pragmas = [*dict(pragmas).items(), ("wal_autocheckpoint", 0)]
@@ -83,22 +87,25 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
         # releases, so no other writer starts while this transaction is still open.
         super().commit()
         held = self._lock_files
-        if getattr(held, "wal_too_long", False):
-            # No writer can append while the lock is held, so this checkpoint copies the
-            # whole WAL and the next write starts it over from its first frame. Another
-            # connection's checkpoint running at the same moment: try again next commit.
-            held.wal_too_long = self._checkpoint() < 0
-        self._release()
+        try:
+            if getattr(held, "wal_too_long", False):
+                # Another connection's checkpoint running at this moment: try again next commit.
+                held.wal_too_long = self._checkpoint() < 0
+        finally:
+            self._release()
         held.commits = getattr(held, "commits", 0) + 1
         if held.commits % self.CHECKPOINT_EVERY == 0:
-            held.wal_too_long = self._checkpoint() > self.WAL_FRAMES_LIMIT
+            too_long = self._checkpoint() > self.LOCKED_CHECKPOINT_AFTER_FRAMES
+            held.wal_too_long = getattr(held, "wal_too_long", False) or too_long
 
     def _checkpoint(self):
         """A PASSIVE checkpoint: the WAL's length in frames, or -1 when it could not run."""
         try:
             return self.execute_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
-        except peewee.OperationalError:
-            return -1  # the commit stands; the next checkpoint copies what this one could not
+        except peewee.PeeweeException:
+            # The commit stands and must be answered as such; the next checkpoint copies
+            # what this one could not.
+            return -1
 
     def rollback(self):
         try:

@@ -11,6 +11,14 @@ _FIRST_WAIT = 0.00005
 _LONGEST_WAIT = 0.001
 
 
+class _Writer(threading.local):
+    """A thread's lock file (opened in process `pid`), its commits, and a locked checkpoint owed."""
+
+    file = pid = None
+    commits = 0
+    wal_too_long = False
+
+
 class QueuedWritersSqlite(peewee.SqliteDatabase):
     """SQLite whose writers wait for each other on a lock file, not in SQLite's busy loop.
 
@@ -46,13 +54,13 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
         pragmas = [*dict(pragmas).items(), ("wal_autocheckpoint", 0)]
         super().__init__(database, pragmas=pragmas, timeout=timeout, **kwargs)
         self._lock_timeout = timeout
-        self._lock_files = threading.local()
+        self._lock_files = _Writer()
 
     def _lock_file(self):
         # One open file per thread and process: flock excludes open files, not processes,
         # and a forked child must not share its parent's. Closed when its thread ends.
         held = self._lock_files
-        if getattr(held, "pid", None) != os.getpid():
+        if held.pid != os.getpid():
             held.file = open(self.database + "-writers.lock", "ab", buffering=0)
             held.pid = os.getpid()
         return held.file
@@ -88,15 +96,15 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
         super().commit()
         held = self._lock_files
         try:
-            if getattr(held, "wal_too_long", False):
+            if held.wal_too_long:
                 # Another connection's checkpoint running at this moment: try again next commit.
                 held.wal_too_long = self._checkpoint() < 0
         finally:
             self._release()
-        held.commits = getattr(held, "commits", 0) + 1
+        held.commits += 1
         if held.commits % self.CHECKPOINT_EVERY == 0:
             too_long = self._checkpoint() > self.LOCKED_CHECKPOINT_AFTER_FRAMES
-            held.wal_too_long = getattr(held, "wal_too_long", False) or too_long
+            held.wal_too_long = held.wal_too_long or too_long
 
     def _checkpoint(self):
         """A PASSIVE checkpoint: the WAL's length in frames, or -1 when it could not run."""

@@ -34,6 +34,10 @@ def _unique_keys(pairs):
     return obj
 
 
+# Built once: json.loads builds a new decoder on every call that passes hooks (3 us of 6).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+
+
 def _raw_body():
     """The body bytes, 413 beyond MAX_CONTENT_LENGTH whether or not a Content-Length was sent."""
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
@@ -68,9 +72,11 @@ def json_body():
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _decode_problem("body is not valid UTF-8", exc.start) from None
+    if text.startswith("\ufeff"):
+        # What json.loads answers; the decoder alone would only say "Expecting value".
+        raise _decode_problem("Unexpected UTF-8 BOM (decode using utf-8-sig)", 0)
     try:
-        return json.loads(text, parse_constant=_reject_constant,
-                          object_pairs_hook=_unique_keys)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise _decode_problem(exc.msg, exc.pos, exc.lineno, exc.colno) from None
     except RecursionError:

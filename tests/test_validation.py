@@ -125,6 +125,7 @@ def test_cross_field_rule_waits_for_valid_fields(api):
     ("", 0, "Expecting value"),
     ('{"name": "N",', 13, "Expecting property name enclosed in double quotes"),
     ('{"name": NaN}', 0, "NaN is not valid JSON"),
+    ('\ufeff{"name": "N"}', 0, "Unexpected UTF-8 BOM (decode using utf-8-sig)"),
 ])
 def test_body_that_is_not_json_is_a_jsondecode_problem(api, raw, pos, msg):
     r = api.post(SAVE, data=raw, content_type="application/json")

@@ -6,7 +6,8 @@ import pytest
 from potpie_flask.auth import hash_key
 from potpie_flask.models import ApiKey
 
-LIST = "/api/v2/integrations"
+from .helpers import LIST
+
 REQUIRED = {"detail": "API key is required"}
 INVALID = {"detail": "Invalid API key"}
 

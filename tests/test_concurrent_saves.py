@@ -3,9 +3,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from .faults import SAVE
 from .servers import Gunicorn, flask_cli, server_env
-
-SAVE = "/api/v2/integrations/save"
 CLIENTS = 20
 
 

@@ -20,11 +20,11 @@ import pytest
 from potpie_flask import auth, create_app, ratelimit
 from potpie_flask.auth import create_key, hash_key
 
+from .faults import SAVE
+from .helpers import LIST
 from .servers import Gunicorn, flask_cli, free_port, server_env
 
 REDIS_URL_ENV = "POTPIE_TEST_REDIS_URL"
-LIST = "/api/v2/integrations"
-SAVE = "/api/v2/integrations/save"
 UNKNOWN_ID = "/api/v2/integrations/" + str(uuid.UUID(int=1, version=4))
 LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 REFUSED = {"detail": "Rate limit exceeded"}

@@ -1,6 +1,5 @@
 """POST /api/v2/integrations/save: create, upsert, conflicts, envelope (SPEC sections 4-6)."""
 import json
-import re
 import uuid
 
 import pytest
@@ -8,12 +7,10 @@ import pytest
 from potpie_flask.models import AuditEvent, Integration
 
 from .conftest import OWNER
-from .helpers import (another_writer_after, assert_deactivated_over_the_newer_row,
+from .faults import SAVE
+from .helpers import (TIMESTAMP, another_writer_after, assert_deactivated_over_the_newer_row,
                       assert_one_statement_change, holding_the_write_lock_of, never_locked,
                       never_worked_out_twice, run_bounded)
-
-SAVE = "/api/v2/integrations/save"
-TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 # The body of the original documentation's curl example, verbatim.
 DOCUMENTED_BODY = {

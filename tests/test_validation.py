@@ -3,7 +3,8 @@ import pytest
 
 from potpie_flask.models import Integration
 
-SAVE = "/api/v2/integrations/save"
+from .faults import SAVE
+
 ENUM_TYPES = ["sentry", "jira", "linear", "confluence", "slack", "github"]
 ENUM_STATUSES = ["active", "inactive", "pending", "error"]
 VALID = {"name": "N", "integration_type": "jira"}

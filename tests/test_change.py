@@ -1,15 +1,16 @@
 """GET, PATCH and PUT /api/v2/integrations/<id> (SPEC section 6)."""
 import json
+import threading
 
 import pytest
 
 from potpie_flask import integrations
 from potpie_flask.models import AuditEvent, Integration
 
+from .faults import wait_until
 from .helpers import (FULL_BODY, NEVER_EXISTED, NOT_FOUND, another_writer_after,
-                      assert_deactivated_over_the_newer_row, assert_one_statement_change,
-                      create, holding_the_write_lock_of, never_locked, never_worked_out_twice,
-                      one, problem, run_bounded)
+                      assert_deactivated_over_the_newer_row, create, holding_the_write_lock_of,
+                      never_worked_out_twice, one, own_connection, problem, run_bounded)
 
 CHANGE_METHODS = ["patch", "put"]
 
@@ -85,17 +86,27 @@ def test_change_that_changes_nothing_keeps_updated_at_and_writes_no_audit(api, a
         assert AuditEvent.select().count() == 1
 
 
-def test_a_change_that_changes_nothing_needs_no_write_lock(short_busy_timeout, app, api, backend):
+SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+POSTGRESQL_ONLY = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+TAKE_THE_NAME_WANTED = "UPDATE integration SET name = 'Wanted', name_key = 'wanted' WHERE id = ?"
+
+
+# SQLite: a change is worked out on a read with no lock, then written under the write lock
+# (which holds up every writer) if the row is still as read.
+
+@SQLITE_ONLY
+def test_sqlite_a_change_that_changes_nothing_needs_no_write_lock(short_busy_timeout, app, api,
+                                                                  backend):
     saved = create(api, **FULL_BODY)
     with holding_the_write_lock_of(app, backend, saved["integration_id"]):
         same = run_bounded(
             lambda: api.patch(one(saved["integration_id"]), json={"status": "active"}))
         assert same.status_code == 200 and same.get_json()["data"] == saved
-        if backend == "sqlite":
-            changed = api.patch(one(saved["integration_id"]), json={"status": "error"})
-            assert changed.status_code == 503
+        changed = api.patch(one(saved["integration_id"]), json={"status": "error"})
+        assert changed.status_code == 503
 
 
+@SQLITE_ONLY
 def test_a_row_written_between_the_read_ahead_and_the_lock_is_changed_as_it_now_is(
         api, app, monkeypatch):
     saved = create(api, **FULL_BODY)
@@ -107,6 +118,7 @@ def test_a_row_written_between_the_read_ahead_and_the_lock_is_changed_as_it_now_
         saved["integration_id"])
 
 
+@SQLITE_ONLY
 def test_a_change_writes_what_it_worked_out_on_the_read_ahead(api, monkeypatch):
     saved = create(api, **FULL_BODY)
     never_worked_out_twice(monkeypatch)
@@ -114,29 +126,107 @@ def test_a_change_writes_what_it_worked_out_on_the_read_ahead(api, monkeypatch):
     assert r.status_code == 200 and r.get_json()["data"]["status"] == "error"
 
 
-@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
-def test_postgresql_writes_a_change_nobody_raced_in_one_statement_with_its_audit(api, app,
-                                                                                 monkeypatch):
-    saved = create(api, **FULL_BODY)
-    never_locked(monkeypatch)
-    r = api.patch(one(saved["integration_id"]), json={"status": "error"},
-                  headers={"X-Request-ID": "one-statement"})
-    assert r.status_code == 200
-    assert r.get_json()["data"] == {**saved, "status": "error",
-                                    "updated_at": r.get_json()["data"]["updated_at"]}
-    assert r.get_json()["data"]["updated_at"] > saved["updated_at"]
-    stored = assert_one_statement_change(app, r.get_json()["data"], "one-statement",
-                                         {"status": {"old": "active", "new": "error"}})
-    assert stored.status == "error"
-
-
+@SQLITE_ONLY
 def test_a_row_deleted_between_the_read_ahead_and_the_lock_is_404(api, app, monkeypatch):
     saved = create(api, **FULL_BODY)
     another_writer_after(monkeypatch, app, "_ahead_of",
                          "DELETE FROM integration WHERE id = ?", saved["integration_id"])
     r = api.patch(one(saved["integration_id"]), json={"status": "error"})
-    assert r.status_code == 404
-    assert r.get_json() == NOT_FOUND
+    assert_deleted_before_the_change(r, app)
+
+
+@SQLITE_ONLY
+def test_a_name_taken_between_the_read_ahead_and_the_lock_is_409(api, app, monkeypatch):
+    other = create(api, name="Other", integration_type="jira")
+    saved = create(api, **FULL_BODY)
+    another_writer_after(monkeypatch, app, "_ahead_of", TAKE_THE_NAME_WANTED,
+                         other["integration_id"])
+    r = api.patch(one(saved["integration_id"]), json={"name": "wanted"})
+    assert_name_clash_changed_nothing(r, api, app, saved)
+
+
+# PostgreSQL: a change reads its row locked, so it waits for any writer of that row and
+# then changes the row as that writer left it.
+
+@POSTGRESQL_ONLY
+def test_postgresql_a_change_waits_for_the_rows_writer_and_changes_the_row_as_it_now_is(
+        api, app):
+    saved = create(api, **FULL_BODY)
+    r = changed_after_the_writer_it_waited_for(
+        app, lambda: api.patch(one(saved["integration_id"]), json={"active": False}),
+        saved["integration_id"], "UPDATE integration SET status = 'pending' WHERE id = %s",
+        saved["integration_id"])
+    assert_deactivated_over_the_newer_row(r, app, saved["integration_id"])
+
+
+@POSTGRESQL_ONLY
+def test_postgresql_a_row_deleted_while_its_change_waited_is_404(api, app):
+    saved = create(api, **FULL_BODY)
+    r = changed_after_the_writer_it_waited_for(
+        app, lambda: api.patch(one(saved["integration_id"]), json={"status": "error"}),
+        saved["integration_id"], "DELETE FROM integration WHERE id = %s",
+        saved["integration_id"])
+    assert_deleted_before_the_change(r, app)
+
+
+@POSTGRESQL_ONLY
+def test_postgresql_a_name_taken_while_the_change_waited_is_409(api, app):
+    other = create(api, name="Other", integration_type="jira")
+    saved = create(api, **FULL_BODY)
+    r = changed_after_the_writer_it_waited_for(
+        app, lambda: api.patch(one(saved["integration_id"]), json={"name": "wanted"}),
+        saved["integration_id"], TAKE_THE_NAME_WANTED.replace("?", "%s"),
+        other["integration_id"])
+    assert_name_clash_changed_nothing(r, api, app, saved)
+
+
+@POSTGRESQL_ONLY
+def test_postgresql_a_change_that_changes_nothing_waits_for_the_row_too(api, app):
+    saved = create(api, **FULL_BODY)
+    r = changed_after_the_writer_it_waited_for(
+        app, lambda: api.patch(one(saved["integration_id"]), json={"status": "active"}),
+        saved["integration_id"], "SELECT 1")
+    assert r.status_code == 200 and r.get_json()["data"] == saved
+    with app.app_context():
+        assert AuditEvent.select().count() == 1
+
+
+def changed_after_the_writer_it_waited_for(app, change, integration_id, sql, *params):
+    """Lock the row, run `change()` until it waits for that lock, then commit `sql`; its answer."""
+    holder, _ = own_connection(app)
+    watcher, _ = own_connection(app)
+    watcher.autocommit = True
+    answers = []
+    try:
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            [holder_pid] = cur.fetchone()
+            cur.execute("SELECT 1 FROM integration WHERE id = %s FOR UPDATE", (integration_id,))
+        changing = threading.Thread(target=lambda: answers.append(change()), daemon=True)
+        changing.start()
+
+        def change_waits():
+            with watcher.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_stat_activity "
+                            "WHERE %s = ANY(pg_blocking_pids(pid))", (holder_pid,))
+                return cur.fetchone()[0] == 1
+
+        wait_until(change_waits, 10, "the change to wait for the row's lock")
+        with holder.cursor() as cur:
+            cur.execute(sql, params)
+        holder.commit()
+        changing.join(10)
+        assert answers, "the change did not finish within 10 s of the lock's release"
+        return answers[0]
+    finally:
+        holder.rollback()
+        holder.close()
+        watcher.close()
+
+
+def assert_deleted_before_the_change(response, app):
+    assert response.status_code == 404
+    assert response.get_json() == NOT_FOUND
     with app.app_context():
         assert AuditEvent.select().where(AuditEvent.action == "update").count() == 0
 
@@ -150,16 +240,6 @@ def assert_name_clash_changed_nothing(response, api, app, saved):
     assert api.get(one(saved["integration_id"])).get_json()["data"] == saved
     with app.app_context():
         assert AuditEvent.select().where(AuditEvent.action == "update").count() == 0
-
-
-def test_a_name_taken_between_the_read_ahead_and_the_lock_is_409(api, app, monkeypatch):
-    other = create(api, name="Other", integration_type="jira")
-    saved = create(api, **FULL_BODY)
-    another_writer_after(monkeypatch, app, "_ahead_of",
-                         "UPDATE integration SET name = 'Wanted', name_key = 'wanted' WHERE id = ?",
-                         other["integration_id"])
-    r = api.patch(one(saved["integration_id"]), json={"name": "wanted"})
-    assert_name_clash_changed_nothing(r, api, app, saved)
 
 
 @pytest.mark.parametrize("method", CHANGE_METHODS)

@@ -5,6 +5,7 @@ import pytest
 from potpie_flask.models import AuditEvent, Integration
 
 from .conftest import OWNER
+from .faults import SAVE
 from .helpers import (FULL_BODY, NEVER_EXISTED, NOT_FOUND, TIMESTAMP, create, one,
                       own_connection, problem)
 
@@ -139,9 +140,6 @@ def test_a_failed_change_leaves_no_audit_row(api, app, monkeypatch):
         raise RuntimeError("audit storage failed")
 
     monkeypatch.setattr(integrations, "_record", broken_record)
-    # The locked path, which PostgreSQL takes only when its one-statement write finds the
-    # row changed (the test below breaks that statement's own audit INSERT).
-    monkeypatch.setattr(integrations, "_written_if_unchanged", lambda *args: False)
     r = api.patch(one(saved["integration_id"]), json={"name": "Changed"})
     assert r.status_code == 500
     assert r.get_json() == {"success": False, "data": None,
@@ -156,7 +154,7 @@ def test_a_failed_change_leaves_no_audit_row(api, app, monkeypatch):
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
-def test_postgresql_one_statement_change_whose_audit_insert_fails_changes_nothing(
+def test_postgresql_one_statement_upsert_whose_audit_insert_fails_changes_nothing(
         api, app, monkeypatch):
     from potpie_flask import integrations
 
@@ -180,7 +178,7 @@ def test_postgresql_one_statement_change_whose_audit_insert_fails_changes_nothin
                         "$$ BEGIN RAISE EXCEPTION 'audit storage failed'; END $$")
             cur.execute("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_event "
                         "FOR EACH ROW EXECUTE FUNCTION refuse_audit()")
-        r = api.patch(one(saved["integration_id"]), json={"name": "Changed"})
+        r = api.post(SAVE, json={**FULL_BODY, "name": "Changed"})
     finally:
         with conn, conn.cursor() as cur:
             cur.execute("DROP TRIGGER IF EXISTS refuse_audit ON audit_event")
@@ -189,7 +187,7 @@ def test_postgresql_one_statement_change_whose_audit_insert_fails_changes_nothin
     assert r.status_code == 500
     assert raised == [peewee.InternalError]
     assert r.get_json() == {"success": False, "data": None,
-                            "error": "Failed to update integration: Internal server error"}
+                            "error": "Failed to save integration: Internal server error"}
     assert api.get(one(saved["integration_id"])).get_json()["data"] == saved
     with app.app_context():
         assert [e.action for e in AuditEvent.select()] == ["create"]

@@ -1,6 +1,8 @@
 """Every row of SPEC section 3's table, plus 413 and 415, on the save route."""
 import pytest
+from marshmallow import ValidationError, validate
 
+from potpie_flask.fields import Text
 from potpie_flask.models import Integration
 
 from .faults import SAVE
@@ -182,3 +184,12 @@ def test_unknown_route_and_method_answer_json_with_or_without_a_key(client, api)
         assert response.status_code == 405
         assert response.get_json() == {"detail": "Method Not Allowed"}
         assert sorted(response.headers["Allow"].split(", ")) == ["GET", "HEAD", "OPTIONS"]
+
+
+def test_a_validator_given_to_a_field_still_runs():
+    # The fields skip marshmallow's validator chain when they have no validators.
+    field = Text(validate=validate.OneOf(["a"]))
+    assert field.deserialize("a") == "a"
+    with pytest.raises(ValidationError) as raised:
+        field.deserialize("b")
+    assert raised.value.messages == ["Must be one of: a."]

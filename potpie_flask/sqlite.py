@@ -28,6 +28,9 @@ class _Checkpoints:
         self._database = database
         self._starting = threading.Lock()
         self._due = self._pid = None
+        # Set by the thread when the WAL should start over: the next commit of the process
+        # copies the rest of it before it releases the lock file.
+        self.restart_due = False
 
     def ask(self):
         """Wake this process's checkpoint thread, started first if the process has none."""
@@ -45,11 +48,7 @@ class _Checkpoints:
         while True:
             due.wait()
             due.clear()
-            try:
-                self._database.checkpoint_wal()
-            except peewee.PeeweeException as exc:
-                # Nothing is lost: the WAL holds every commit, and the next checkpoint copies it.
-                log.warning("WAL checkpoint failed: %s", exc)
+            self._database.checkpoint_wal()
 
 
 class QueuedWritersSqlite(peewee.SqliteDatabase):
@@ -73,18 +72,19 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
     that do not pause, though, and SQLite starts the WAL over only once a checkpoint
     has copied all of it: under sustained saves the WAL grew by about 100 MB a second.
     So when a checkpoint finds the WAL longer than LOCKED_CHECKPOINT_AFTER_FRAMES, the
-    thread copies what was appended meanwhile with UNLOCKED_PASSES more, then takes the
-    lock file for one last checkpoint: with no writer appending it copies the whole WAL
-    and the next write starts it over, unless a reader still holds an older snapshot or
-    still reads from the WAL (then a later checkpoint tries again). Writers wait for
-    that one, so it runs once per many thousand frames.
+    thread copies what was appended meanwhile with one more, and the process's next
+    commit runs one last checkpoint before it releases the lock file: with no writer
+    appending it copies the whole WAL and the next write starts it over, unless a reader
+    still holds an older snapshot or still reads from the WAL (then a later checkpoint
+    tries again). Writers wait for that one, so it runs once per many thousand frames,
+    and on the committing thread, which holds the GIL already: on the checkpoint thread,
+    waiting for the GIL with the lock file held stalled every writer for 2-16 ms.
     """
 
     CHECKPOINT_EVERY = 200
     # Not a cap: the length past which a checkpoint ends holding the lock file, so that the
     # WAL can start over (SQLite's own automatic checkpoint threshold is 1,000 frames).
     LOCKED_CHECKPOINT_AFTER_FRAMES = 20000
-    UNLOCKED_PASSES = 2
 
     def __init__(self, database, pragmas=(), timeout=5, **kwargs):
         pragmas = [*dict(pragmas).items(), ("wal_autocheckpoint", 0)]
@@ -131,27 +131,34 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
         # Released only once committed: a failed COMMIT is followed by rollback(), which
         # releases, so no other writer starts while this transaction is still open.
         super().commit()
-        self._release()
+        try:
+            if self._checkpoints.restart_due:
+                self._checkpoints.restart_due = False
+                # No writer can append while this thread holds the lock file: this copies
+                # the whole WAL, and the next write starts it over.
+                self._checkpoint()
+        finally:
+            self._release()
         held = self._lock_files
         held.commits += 1
         if held.commits % self.CHECKPOINT_EVERY == 0:
             self._checkpoints.ask()
 
     def checkpoint_wal(self):
-        """Copy the WAL into the database file; past its threshold, so that it starts over."""
-        if self._checkpoint() <= self.LOCKED_CHECKPOINT_AFTER_FRAMES:
-            return
-        for _ in range(self.UNLOCKED_PASSES):
+        """Copy the WAL into the database file; past its threshold, have it start over."""
+        if self._checkpoint() > self.LOCKED_CHECKPOINT_AFTER_FRAMES:
+            # What was appended meanwhile: the pass under the lock is left with little.
             self._checkpoint()
-        self._acquire()
-        try:
-            self._checkpoint()
-        finally:
-            self._release()
+            self._checkpoints.restart_due = True
 
     def _checkpoint(self):
-        """A PASSIVE checkpoint: the WAL's length in frames, or -1 when another one was running."""
-        return self.execute_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+        """A PASSIVE checkpoint: the WAL's length in frames, or -1 when it could not run."""
+        try:
+            return self.execute_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+        except peewee.PeeweeException as exc:
+            # Nothing is lost: the WAL holds every commit, and the next checkpoint copies it.
+            log.warning("WAL checkpoint failed: %s", exc)
+            return -1
 
     def rollback(self):
         try:

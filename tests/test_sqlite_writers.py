@@ -71,17 +71,17 @@ def test_a_save_never_waits_for_a_checkpoint(api, app, tmp_path, monkeypatch):
 
 
 def test_a_failed_checkpoint_is_logged_and_the_next_one_runs(api, app, tmp_path, monkeypatch):
-    checkpoint = QueuedWritersSqlite._checkpoint
+    execute_sql = QueuedWritersSqlite.execute_sql
     failures, warnings = [], []
-    monkeypatch.setattr(sqlite.log, "warning", lambda msg, *args: warnings.append(msg % args))
 
-    def failing_once(self):
-        if not failures:
-            failures.append(1)
+    def failing_once(self, sql, *args, **kwargs):
+        if sql.startswith("PRAGMA wal_checkpoint") and not failures:
+            failures.append(sql)
             raise peewee.OperationalError("disk I/O error")
-        return checkpoint(self)
+        return execute_sql(self, sql, *args, **kwargs)
 
-    monkeypatch.setattr(QueuedWritersSqlite, "_checkpoint", failing_once)
+    monkeypatch.setattr(QueuedWritersSqlite, "execute_sql", failing_once)
+    monkeypatch.setattr(sqlite.log, "warning", lambda msg, *args: warnings.append(msg % args))
     saves = 2 * QueuedWritersSqlite.CHECKPOINT_EVERY
     for i in range(saves):
         assert api.save({"name": f"n{i}", "integration_type": "jira"}).status_code == 200

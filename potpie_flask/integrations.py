@@ -268,7 +268,7 @@ def update(owner, integration_id, fields, vault, request_id=None):
             # PostgreSQL locks this row alone: reading it locked and working the change out
             # while holding it takes as many round trips as a read with no lock and then a
             # write conditional on the row being unchanged, and PATCHes of one row queue on
-            # its lock instead of finding it changed and starting over (69% did, under the
+            # its lock instead of finding it changed and starting over (68% did, under the
             # benchmark's one-row PATCH).
             with database.atomic():
                 return _change(_owned(_OWNED_LOCKED, owner, integration_id), fields, vault,

@@ -39,8 +39,13 @@ class _Checkpoints:
                 # A forked child has none of its parent's threads: it starts its own.
                 if self._pid != os.getpid():
                     due = threading.Event()
-                    threading.Thread(target=self._run, args=(due,), daemon=True,
-                                     name="potpie-sqlite-checkpoints").start()
+                    try:
+                        threading.Thread(target=self._run, args=(due,), daemon=True,
+                                         name="potpie-sqlite-checkpoints").start()
+                    except RuntimeError as exc:
+                        # Asked after a commit that stands: the next ask tries again.
+                        log.warning("WAL checkpoint thread did not start: %s", exc)
+                        return
                     self._due, self._pid = due, os.getpid()
         self._due.set()
 
@@ -48,7 +53,10 @@ class _Checkpoints:
         while True:
             due.wait()
             due.clear()
-            self._database.checkpoint_wal()
+            try:
+                self._database.checkpoint_wal()
+            except Exception:  # the thread must outlive any one checkpoint
+                log.exception("WAL checkpoint failed")
 
 
 class QueuedWritersSqlite(peewee.SqliteDatabase):
@@ -133,10 +141,10 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
         super().commit()
         try:
             if self._checkpoints.restart_due:
-                self._checkpoints.restart_due = False
                 # No writer can append while this thread holds the lock file: this copies
-                # the whole WAL, and the next write starts it over.
-                self._checkpoint()
+                # the whole WAL, and the next write starts it over. When it could not run
+                # (another process's checkpoint was running), the next commit tries again.
+                self._checkpoints.restart_due = self._checkpoint() < 0
         finally:
             self._release()
         held = self._lock_files

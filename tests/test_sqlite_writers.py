@@ -90,6 +90,47 @@ def test_a_failed_checkpoint_is_logged_and_the_next_one_runs(api, app, tmp_path,
     assert warnings == ["WAL checkpoint failed: disk I/O error"]
 
 
+def test_the_checkpoint_thread_outlives_an_error_of_any_kind(api, app, tmp_path, monkeypatch):
+    checkpoint_wal = QueuedWritersSqlite.checkpoint_wal
+    failures, logged = [], []
+
+    def failing_once(self):
+        if not failures:
+            failures.append(1)
+            raise ValueError("not a database error")
+        checkpoint_wal(self)
+
+    monkeypatch.setattr(QueuedWritersSqlite, "checkpoint_wal", failing_once)
+    monkeypatch.setattr(sqlite.log, "exception", logged.append)
+    saves = 2 * QueuedWritersSqlite.CHECKPOINT_EVERY
+    for i in range(saves):
+        assert api.save({"name": f"n{i}", "integration_type": "jira"}).status_code == 200
+    wait_until(lambda: rows_in_the_file_itself(app, tmp_path) >= saves - 10, 10,
+               "the second checkpoint")
+    assert logged == ["WAL checkpoint failed"]
+
+
+def test_a_save_whose_commit_could_not_start_the_checkpoint_thread_still_succeeds(
+        api, app, tmp_path, monkeypatch):
+    start = threading.Thread.start
+    refused, warnings = [], []
+
+    def refusing_once(thread):
+        if thread.name == "potpie-sqlite-checkpoints" and not refused:
+            refused.append(thread)
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", refusing_once)
+    monkeypatch.setattr(sqlite.log, "warning", lambda msg, *args: warnings.append(msg % args))
+    saves = 2 * QueuedWritersSqlite.CHECKPOINT_EVERY
+    for i in range(saves):
+        assert api.save({"name": f"n{i}", "integration_type": "jira"}).status_code == 200
+    assert warnings == ["WAL checkpoint thread did not start: can't start new thread"]
+    wait_until(lambda: rows_in_the_file_itself(app, tmp_path) >= saves - 10, 10,
+               "a checkpoint by the thread the next commit started")
+
+
 def test_sqlite_itself_never_checkpoints_on_commit(app):
     with app.app_context(), database.connection_context():
         assert database.execute_sql("PRAGMA wal_autocheckpoint").fetchone() == (0,)

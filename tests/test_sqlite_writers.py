@@ -33,6 +33,16 @@ def rows_in_the_file_itself(app, tmp_path):
         return 0
 
 
+def save_past_two_checkpoints(api, app, tmp_path):
+    """Save until two checkpoints are due, then wait until the file itself holds the saves."""
+    saves = 2 * QueuedWritersSqlite.CHECKPOINT_EVERY
+    for i in range(saves):
+        assert api.save({"name": f"n{i}", "integration_type": "jira"}).status_code == 200
+    # A few of those commits were the schema's.
+    wait_until(lambda: rows_in_the_file_itself(app, tmp_path) >= saves - 10, 10,
+               "the second checkpoint")
+
+
 def test_saves_reach_the_database_file_itself_not_only_its_wal(api, app, tmp_path):
     saves = QueuedWritersSqlite.CHECKPOINT_EVERY + 10
     for i in range(saves):
@@ -82,11 +92,7 @@ def test_a_failed_checkpoint_is_logged_and_the_next_one_runs(api, app, tmp_path,
 
     monkeypatch.setattr(QueuedWritersSqlite, "execute_sql", failing_once)
     monkeypatch.setattr(sqlite.log, "warning", lambda msg, *args: warnings.append(msg % args))
-    saves = 2 * QueuedWritersSqlite.CHECKPOINT_EVERY
-    for i in range(saves):
-        assert api.save({"name": f"n{i}", "integration_type": "jira"}).status_code == 200
-    wait_until(lambda: rows_in_the_file_itself(app, tmp_path) >= saves - 10, 10,
-               "the second checkpoint")
+    save_past_two_checkpoints(api, app, tmp_path)
     assert warnings == ["WAL checkpoint failed: disk I/O error"]
 
 
@@ -102,11 +108,7 @@ def test_the_checkpoint_thread_outlives_an_error_of_any_kind(api, app, tmp_path,
 
     monkeypatch.setattr(QueuedWritersSqlite, "checkpoint_wal", failing_once)
     monkeypatch.setattr(sqlite.log, "exception", logged.append)
-    saves = 2 * QueuedWritersSqlite.CHECKPOINT_EVERY
-    for i in range(saves):
-        assert api.save({"name": f"n{i}", "integration_type": "jira"}).status_code == 200
-    wait_until(lambda: rows_in_the_file_itself(app, tmp_path) >= saves - 10, 10,
-               "the second checkpoint")
+    save_past_two_checkpoints(api, app, tmp_path)
     assert logged == ["WAL checkpoint failed"]
 
 
@@ -123,12 +125,8 @@ def test_a_save_whose_commit_could_not_start_the_checkpoint_thread_still_succeed
 
     monkeypatch.setattr(threading.Thread, "start", refusing_once)
     monkeypatch.setattr(sqlite.log, "warning", lambda msg, *args: warnings.append(msg % args))
-    saves = 2 * QueuedWritersSqlite.CHECKPOINT_EVERY
-    for i in range(saves):
-        assert api.save({"name": f"n{i}", "integration_type": "jira"}).status_code == 200
+    save_past_two_checkpoints(api, app, tmp_path)
     assert warnings == ["WAL checkpoint thread did not start: can't start new thread"]
-    wait_until(lambda: rows_in_the_file_itself(app, tmp_path) >= saves - 10, 10,
-               "a checkpoint by the thread the next commit started")
 
 
 def test_sqlite_itself_never_checkpoints_on_commit(app):

@@ -28,9 +28,6 @@ class _Checkpoints:
         self._database = database
         self._starting = threading.Lock()
         self._due = self._pid = None
-        # Set by the thread when the WAL should start over: the next commit of the process
-        # copies the rest of it before it releases the lock file.
-        self.restart_due = False
 
     def ask(self):
         """Wake this process's checkpoint thread, started first if the process has none."""
@@ -100,6 +97,9 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
         self._lock_timeout = timeout
         self._lock_files = _Writer()
         self._checkpoints = _Checkpoints(self)
+        # Set by the checkpoint thread when the WAL should start over: the next commit of
+        # the process copies the rest of it before it releases the lock file.
+        self._restart_due = False
 
     def _lock_file(self):
         # One open file per thread and process: flock excludes open files, not processes,
@@ -140,11 +140,11 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
         # releases, so no other writer starts while this transaction is still open.
         super().commit()
         try:
-            if self._checkpoints.restart_due:
+            if self._restart_due:
                 # No writer can append while this thread holds the lock file: this copies
                 # the whole WAL, and the next write starts it over. When it could not run
                 # (another process's checkpoint was running), the next commit tries again.
-                self._checkpoints.restart_due = self._checkpoint() < 0
+                self._restart_due = self._checkpoint() < 0
         finally:
             self._release()
         held = self._lock_files
@@ -157,7 +157,7 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
         if self._checkpoint() > self.LOCKED_CHECKPOINT_AFTER_FRAMES:
             # What was appended meanwhile: the pass under the lock is left with little.
             self._checkpoint()
-            self._checkpoints.restart_due = True
+            self._restart_due = True
 
     def _checkpoint(self):
         """A PASSIVE checkpoint: the WAL's length in frames, or -1 when it could not run."""

@@ -57,7 +57,10 @@ def own_connection(app):
 
 @contextlib.contextmanager
 def holding_the_write_lock_of(app, backend, integration_id):
-    """Another writer holds what a changing save must wait for: SQLite's lock, or the row."""
+    """Another writer holds what a changing save must wait for: SQLite's lock, or the row.
+
+    Yields that writer's connection and its placeholder.
+    """
     holder, placeholder = own_connection(app)
     if backend == "sqlite":
         holder.execute("BEGIN IMMEDIATE")
@@ -65,7 +68,7 @@ def holding_the_write_lock_of(app, backend, integration_id):
         holder.cursor().execute(
             f"SELECT 1 FROM integration WHERE id = {placeholder} FOR UPDATE", (integration_id,))
     try:
-        yield
+        yield holder, placeholder
     finally:
         holder.rollback()
         holder.close()

@@ -154,7 +154,7 @@ def test_postgresql_a_change_waits_for_the_rows_writer_and_changes_the_row_as_it
     saved = create(api, **FULL_BODY)
     r = changed_after_the_writer_it_waited_for(
         app, lambda: api.patch(one(saved["integration_id"]), json={"active": False}),
-        saved["integration_id"], "UPDATE integration SET status = 'pending' WHERE id = %s",
+        saved["integration_id"], "UPDATE integration SET status = 'pending' WHERE id = ?",
         saved["integration_id"])
     assert_deactivated_over_the_newer_row(r, app, saved["integration_id"])
 
@@ -164,7 +164,7 @@ def test_postgresql_a_row_deleted_while_its_change_waited_is_404(api, app):
     saved = create(api, **FULL_BODY)
     r = changed_after_the_writer_it_waited_for(
         app, lambda: api.patch(one(saved["integration_id"]), json={"status": "error"}),
-        saved["integration_id"], "DELETE FROM integration WHERE id = %s",
+        saved["integration_id"], "DELETE FROM integration WHERE id = ?",
         saved["integration_id"])
     assert_deleted_before_the_change(r, app)
 
@@ -175,8 +175,7 @@ def test_postgresql_a_name_taken_while_the_change_waited_is_409(api, app):
     saved = create(api, **FULL_BODY)
     r = changed_after_the_writer_it_waited_for(
         app, lambda: api.patch(one(saved["integration_id"]), json={"name": "wanted"}),
-        saved["integration_id"], TAKE_THE_NAME_WANTED.replace("?", "%s"),
-        other["integration_id"])
+        saved["integration_id"], TAKE_THE_NAME_WANTED, other["integration_id"])
     assert_name_clash_changed_nothing(r, api, app, saved)
 
 
@@ -192,36 +191,34 @@ def test_postgresql_a_change_that_changes_nothing_waits_for_the_row_too(api, app
 
 
 def changed_after_the_writer_it_waited_for(app, change, integration_id, sql, *params):
-    """Lock the row, run `change()` until it waits for that lock, then commit `sql`; its answer."""
-    holder, _ = own_connection(app)
+    """Lock the row; once `change()` waits for it, commit `sql` (? placeholders); its answer."""
     watcher, _ = own_connection(app)
     watcher.autocommit = True
     answers = []
     try:
-        with holder.cursor() as cur:
-            cur.execute("SELECT pg_backend_pid()")
-            [holder_pid] = cur.fetchone()
-            cur.execute("SELECT 1 FROM integration WHERE id = %s FOR UPDATE", (integration_id,))
-        changing = threading.Thread(target=lambda: answers.append(change()), daemon=True)
-        changing.start()
+        with holding_the_write_lock_of(app, "postgresql", integration_id) as (holder,
+                                                                             placeholder):
+            with holder.cursor() as cur:
+                cur.execute("SELECT pg_backend_pid()")
+                [holder_pid] = cur.fetchone()
+            changing = threading.Thread(target=lambda: answers.append(change()), daemon=True)
+            changing.start()
 
-        def change_waits():
-            with watcher.cursor() as cur:
-                cur.execute("SELECT count(*) FROM pg_stat_activity "
-                            "WHERE %s = ANY(pg_blocking_pids(pid))", (holder_pid,))
-                return cur.fetchone()[0] == 1
+            def change_waits():
+                with watcher.cursor() as cur:
+                    cur.execute("SELECT count(*) FROM pg_stat_activity "
+                                "WHERE %s = ANY(pg_blocking_pids(pid))", (holder_pid,))
+                    return cur.fetchone()[0] == 1
 
-        wait_until(change_waits, 10, "the change to wait for the row's lock")
-        with holder.cursor() as cur:
-            cur.execute(sql, params)
-        holder.commit()
-        changing.join(10)
-        assert answers, "the change did not finish within 10 s of the lock's release"
-        return answers[0]
+            wait_until(change_waits, 10, "the change to wait for the row's lock")
+            with holder.cursor() as cur:
+                cur.execute(sql.replace("?", placeholder), params)
+            holder.commit()
+            changing.join(10)
     finally:
-        holder.rollback()
-        holder.close()
         watcher.close()
+    assert answers, "the change did not finish within 10 s of the lock's release"
+    return answers[0]
 
 
 def assert_deleted_before_the_change(response, app):

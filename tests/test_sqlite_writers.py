@@ -167,7 +167,8 @@ def test_the_wal_stays_bounded_while_writers_never_pause(app, instance_path):
     longest = [int(line) for line in printed]
     frame = 4096 + 24
     # 200 frames, plus what the writers append while the checkpoint thread that found them
-    # passed copies them and then waits for the lock file: 900-2,100 frames when measured.
-    assert max(longest) <= 4000 * frame
+    # passed copies them and then waits for the lock file: 761-2,674 frames over 45 runs,
+    # 10 of them beside a process spinning on one core.
+    assert max(longest) <= 3000 * frame
     with app.app_context(), database.connection_context():
         assert Integration.select().where(Integration.owner == "writer").count() == 1500

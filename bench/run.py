@@ -8,11 +8,9 @@ integrations over 1,000 owners), starts the service with the project's
 gunicorn.conf.py on a free loopback port, drives each scenario with wrk (pinned
 to one core with taskset where available), each between two runs of /healthz (the
 mean of which is its ratio's ceiling), and prints one table per backend.
-It asserts nothing: the figures are for the README and the issue notes.
+It asserts nothing: the figures are for the README, bench/NOTES.md and the issue notes.
 """
 import argparse
-import datetime as dt
-import json
 import os
 import re
 import shutil
@@ -21,6 +19,7 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg2
 
@@ -77,6 +76,42 @@ with app.app_context(), database.connection_context():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=600)
 
 
+def base_env():
+    """This environment without the service's own settings, the rate limiter off."""
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith("POTPIE_") and k != "DATABASE_URL"}
+    base["POTPIE_RATELIMIT_ENABLED"] = "false"
+    return base
+
+
+def postgresql_env(base, tmp):
+    """`base` for servers on PostgreSQL: an instance folder of their own and a Fernet key.
+
+    The caller adds DATABASE_URL.
+    """
+    from cryptography.fernet import Fernet
+    return dict(base, POTPIE_INSTANCE_PATH=os.path.join(tmp, "pg"),
+                POTPIE_ENCRYPTION_KEYS=Fernet.generate_key().decode())
+
+
+def database_url(url, name):
+    """The server URL `url` with database `name` in place of its own."""
+    return urlsplit(url)._replace(path="/" + name).geturl()
+
+
+def seeded_keys(env):
+    """Schema, keys and the seeded rows in the database `env` names; returns the keys by owner.
+
+    The list scenario reads bench_list, which holds exactly LIST_OWNER_SIZE integrations
+    whatever the save scenarios add to bench_owner.
+    """
+    flask_cli(env, "db", "upgrade")
+    keys = {owner: flask_cli(env, "keys", "create", "--user-id", owner).split()[-1]
+            for owner in ("bench_owner", "bench_list")}
+    seed(env, "bench_list")
+    return keys
+
+
 def wrk(url, script, duration, connections, env_vars):
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
     if script:
@@ -107,11 +142,15 @@ def parse_wrk(out):
             "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
+def worker_pids(server):
+    """The gunicorn workers: the master's children."""
+    return Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()
+
+
 def worker_rss(server):
-    """RSS in MiB of each gunicorn worker (children of the master)."""
-    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children")
+    """RSS in MiB of each gunicorn worker."""
     rss = []
-    for pid in children.read_text().split():
+    for pid in worker_pids(server):
         status = Path(f"/proc/{pid}/status").read_text()
         rss.append(int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024)
     return rss
@@ -128,11 +167,8 @@ def warm_up(server, key, one_id, count):
 
 
 def run_backend(label, env, args):
-    key = flask_cli(env, "keys", "create", "--user-id", "bench_owner").split()[-1]
-    # The list scenario reads an owner that holds exactly LIST_OWNER_SIZE integrations,
-    # whatever the save scenarios add to bench_owner.
-    list_key = flask_cli(env, "keys", "create", "--user-id", "bench_list").split()[-1]
-    seed(env, "bench_list")
+    keys = seeded_keys(env)
+    key, list_key = keys["bench_owner"], keys["bench_list"]
     with Gunicorn(env, workers=None) as server:
         one = server.request("POST", "/api/v2/integrations/save",
                              {"name": "bench one", "integration_type": "jira",
@@ -230,12 +266,9 @@ def main():
                         help="Redis URL for --limiter's shared-storage run")
     args = parser.parse_args()
     ensure_wrk()
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith("POTPIE_") and k != "DATABASE_URL"}
-    base["POTPIE_RATELIMIT_ENABLED"] = "false"
+    base = base_env()
     with tempfile.TemporaryDirectory(prefix="potpie-bench-") as tmp:
         env = dict(base, POTPIE_INSTANCE_PATH=os.path.join(tmp, "sqlite"))
-        flask_cli(env, "db", "upgrade")
         run_backend("SQLite", env, args)
         if args.limiter:
             limiter_cost(env, args)
@@ -250,11 +283,7 @@ def run_postgresql(base, tmp, args):
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
     try:
-        from cryptography.fernet import Fernet
-        url = re.sub(r"/[^/]*$", "/" + name, args.pg)
-        env = dict(base, DATABASE_URL=url, POTPIE_INSTANCE_PATH=os.path.join(tmp, "pg"),
-                   POTPIE_ENCRYPTION_KEYS=Fernet.generate_key().decode())
-        flask_cli(env, "db", "upgrade")
+        env = dict(postgresql_env(base, tmp), DATABASE_URL=database_url(args.pg, name))
         run_backend("PostgreSQL", env, args)
     finally:
         with admin.cursor() as cur:

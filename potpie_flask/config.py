@@ -17,7 +17,7 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 # NORMAL (with WAL): a commit survives any crash of the process or of gunicorn, but a power
 # cut or kernel crash may roll back the last commits (never corrupting the file). FULL makes
 # every acknowledged commit survive a power cut too, at about half the save throughput
-# (an fsync per commit; README, Performance).
+# (an fsync per commit; bench/NOTES.md).
 SQLITE_SYNCHRONOUS = "NORMAL"
 
 # Connections per worker process in the PostgreSQL pool (see README, "Sizing the pool").

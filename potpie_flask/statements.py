@@ -1,7 +1,7 @@
 """SQL built once per database: Peewee queries compiled with named slots, then only bound.
 
 Turning a Peewee query object into SQL costs more than running that SQL on a request
-this small (see README, Performance). A Statement is an ordinary Peewee query,
+this small (see bench/NOTES.md). A Statement is an ordinary Peewee query,
 written once with `slot(name, field)` where its values go; the first time it runs on
 a database Peewee renders it, and every later run only binds values to the slots.
 Values are converted with the field's own `db_value`, exactly as Peewee would. A

@@ -42,9 +42,11 @@ class Gunicorn:
     """`gunicorn wsgi:app -c gunicorn.conf.py` on a free loopback port.
 
     `workers=None` keeps gunicorn.conf.py's own default (or the env's WEB_CONCURRENCY).
+    `root` is the checkout to serve and `app` its WSGI entry point (the benchmarks serve
+    other revisions, and bench/ablation.py).
     """
 
-    def __init__(self, env, workers=2, log_path=None):
+    def __init__(self, env, workers=2, log_path=None, root=ROOT, app="wsgi:app"):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(env, PORT=str(self.port), HOST="127.0.0.1")
@@ -53,9 +55,14 @@ class Gunicorn:
         self.log_path = log_path
         self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "wsgi:app", "-c", "gunicorn.conf.py"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=self._log, start_new_session=True)
-        self._wait_ready()
+            [sys.executable, "-m", "gunicorn", app, "-c", "gunicorn.conf.py"],
+            cwd=root, env=env, stdout=self._log, stderr=self._log, start_new_session=True)
+        try:
+            self._wait_ready()
+        except BaseException:
+            # Its own session: a Ctrl-C while it starts would leave it running.
+            self.stop()
+            raise
 
     def _wait_ready(self):
         deadline = time.monotonic() + START_TIMEOUT
@@ -67,7 +74,6 @@ class Gunicorn:
                     return
             except (urllib.error.URLError, ConnectionError, OSError):
                 time.sleep(0.05)
-        self.stop()
         raise RuntimeError("gunicorn did not answer /healthz in time")
 
     def request(self, method, path, body=None, key=None, headers=None, timeout=30):

@@ -12,6 +12,8 @@ log = logging.getLogger("potpie_flask")
 # Polling the lock file: first wait, and the longest (SQLite's own loop waits 1, 2, 5... ms).
 _FIRST_WAIT = 0.00005
 _LONGEST_WAIT = 0.001
+# A WAL frame: a page (SQLite's default 4 KiB, which this service never changes) and its header.
+_FRAME_BYTES = 4096 + 24
 
 
 class _Writer(threading.local):
@@ -84,18 +86,31 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
     tries again). Writers wait for that one, so it runs once per many thousand frames,
     and on the committing thread, which holds the GIL already: on the checkpoint thread,
     waiting for the GIL with the lock file held stalled every writer for 2-16 ms.
+
+    The thread can fall behind: woken late, or its fsyncs slowed by other writes to the
+    same disk (the tests' writers, with a 200-frame threshold, grew the WAL to at most
+    8 MB alone and to 25 MB beside a `dd`). So
+    the WAL also has a hard limit, twice that length: a commit that leaves it longer
+    empties it with a TRUNCATE checkpoint before it releases the lock file, waiting for
+    any other checkpoint and reader, while every writer waits for it. The file's size
+    tells its length, because each connection truncates the WAL to
+    LOCKED_CHECKPOINT_AFTER_FRAMES when it starts over (`journal_size_limit`).
     """
 
     CHECKPOINT_EVERY = 200
-    # Not a cap: the length past which a checkpoint ends holding the lock file, so that the
-    # WAL can start over (SQLite's own automatic checkpoint threshold is 1,000 frames). Each
-    # such pass stalls every writer for two fsyncs; at 20,000 frames (about 2,000 creates)
-    # the stalls reached 1-2% of the saves and set save-create's p99. The WAL then grows to
-    # about 180 MB under sustained saves.
+    # The length past which a checkpoint ends holding the lock file, so that the WAL can
+    # start over (SQLite's own automatic checkpoint threshold is 1,000 frames); the hard
+    # limit is twice it. Each such pass stalls every writer for two fsyncs; at 20,000
+    # frames (about 2,000 creates) the stalls reached 1-2% of the saves and set
+    # save-create's p99. The WAL then grows to about 180 MB under sustained saves, and
+    # a commit that finds it past 330 MB empties it.
     LOCKED_CHECKPOINT_AFTER_FRAMES = 40000
 
     def __init__(self, database, pragmas=(), timeout=5, **kwargs):
-        pragmas = [*dict(pragmas).items(), ("wal_autocheckpoint", 0)]
+        restarted_size = self.LOCKED_CHECKPOINT_AFTER_FRAMES * _FRAME_BYTES
+        self.wal_limit_bytes = 2 * restarted_size
+        pragmas = [*dict(pragmas).items(), ("wal_autocheckpoint", 0),
+                   ("journal_size_limit", restarted_size)]
         super().__init__(database, pragmas=pragmas, timeout=timeout, **kwargs)
         self._lock_timeout = timeout
         self._lock_files = _Writer()
@@ -113,19 +128,29 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
             held.pid = os.getpid()
         return held.file
 
-    def _acquire(self):
-        lock_file = self._lock_file()
+    def _poll(self, attempt):
+        """Call `attempt` until it returns true, polling up to the busy timeout: False then."""
         deadline = time.monotonic() + self._lock_timeout
         wait = _FIRST_WAIT
-        while True:
+        while not attempt():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(wait)
+            wait = min(wait * 2, _LONGEST_WAIT)
+        return True
+
+    def _acquire(self):
+        lock_file = self._lock_file()
+
+        def lock():
             try:
                 fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
+                return True
             except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise peewee.OperationalError("database is locked") from None
-                time.sleep(wait)
-                wait = min(wait * 2, _LONGEST_WAIT)
+                return False
+
+        if not self._poll(lock):
+            raise peewee.OperationalError("database is locked")
 
     def _release(self):
         fcntl.flock(self._lock_file(), fcntl.LOCK_UN)
@@ -148,6 +173,8 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
                 # the whole WAL, and the next write starts it over. When it could not run
                 # (another process's checkpoint was running), the next commit tries again.
                 self._restart_due = self._checkpoint() < 0
+            if self._wal_bytes() > self.wal_limit_bytes:
+                self._empty_wal()
         finally:
             self._release()
         held = self._lock_files
@@ -161,6 +188,34 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
             # What was appended meanwhile: the pass under the lock is left with little.
             self._checkpoint()
             self._restart_due = True
+
+    def _wal_bytes(self):
+        try:
+            return os.path.getsize(self.database + "-wal")
+        except OSError:  # no WAL (yet): nothing to copy
+            return 0
+
+    def _empty_wal(self):
+        """Copy all of the WAL and truncate it, waiting up to the busy timeout for others."""
+        log.warning("WAL past %d bytes: writers wait for a full checkpoint",
+                    self.wal_limit_bytes)
+        outcome = []
+
+        def truncate():
+            blocked, frames, _ = self.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            outcome[:] = [blocked, frames]
+            # SQLite waits (its busy timeout) for readers, but not for another process's
+            # checkpoint: that one answers at once with no frames counted.
+            return not blocked or frames >= 0
+
+        try:
+            self._poll(truncate)
+        except peewee.PeeweeException as exc:
+            log.warning("WAL checkpoint failed: %s", exc)
+            return
+        if outcome[0]:
+            # The next commit tries again.
+            log.warning("WAL checkpoint failed: still in use after the busy timeout")
 
     def _checkpoint(self):
         """A PASSIVE checkpoint: the WAL's length in frames, or -1 when it could not run."""

@@ -89,12 +89,12 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
 
     The thread can fall behind: woken late, or its fsyncs slowed by other writes to the
     same disk (the tests' writers, with a 200-frame threshold, grew the WAL to at most
-    8 MB alone and to 25 MB beside a `dd`). So
-    the WAL also has a hard limit, twice that length: a commit that leaves it longer
-    empties it with a TRUNCATE checkpoint before it releases the lock file, waiting for
-    any other checkpoint and reader, while every writer waits for it. The file's size
-    tells its length, because each connection truncates the WAL to
-    LOCKED_CHECKPOINT_AFTER_FRAMES when it starts over (`journal_size_limit`).
+    8 MB alone and to 25 MB beside a `dd`). So the WAL also has a hard limit, twice that
+    length: a commit that leaves it longer empties it with a TRUNCATE checkpoint before
+    it releases the lock file, waiting for any other checkpoint and reader, while every
+    writer waits for it. The file's size tells its length, because each connection
+    truncates the WAL to LOCKED_CHECKPOINT_AFTER_FRAMES when it starts over
+    (`journal_size_limit`).
     """
 
     CHECKPOINT_EVERY = 200

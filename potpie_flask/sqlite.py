@@ -92,9 +92,12 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
     8 MB alone and to 25 MB beside a `dd`). So the WAL also has a hard limit, twice that
     length: a commit that leaves it longer empties it with a TRUNCATE checkpoint before
     it releases the lock file, waiting for any other checkpoint and reader, while every
-    writer waits for it. The file's size tells its length, because each connection
-    truncates the WAL to LOCKED_CHECKPOINT_AFTER_FRAMES when it starts over
-    (`journal_size_limit`).
+    writer waits for it. The commit reads the WAL file's size, which is the longest the
+    WAL has been since it was last emptied (a WAL that starts over is written again from
+    its start, not shrunk): past the limit, the WAL is past it now, or was and was not
+    emptied then, and one TRUNCATE settles either. Shrinking the file whenever the WAL
+    starts over (`journal_size_limit`), so that its size were its length, cost about 120
+    µs of worker CPU a create: the file then grows again, and growing it costs the kernel.
     """
 
     CHECKPOINT_EVERY = 200
@@ -107,10 +110,8 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
     LOCKED_CHECKPOINT_AFTER_FRAMES = 40000
 
     def __init__(self, database, pragmas=(), timeout=5, **kwargs):
-        restarted_size = self.LOCKED_CHECKPOINT_AFTER_FRAMES * _FRAME_BYTES
-        self.wal_limit_bytes = 2 * restarted_size
-        pragmas = [*dict(pragmas).items(), ("wal_autocheckpoint", 0),
-                   ("journal_size_limit", restarted_size)]
+        self.wal_limit_bytes = 2 * self.LOCKED_CHECKPOINT_AFTER_FRAMES * _FRAME_BYTES
+        pragmas = [*dict(pragmas).items(), ("wal_autocheckpoint", 0)]
         super().__init__(database, pragmas=pragmas, timeout=timeout, **kwargs)
         self._lock_timeout = timeout
         self._lock_files = _Writer()

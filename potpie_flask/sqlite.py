@@ -206,7 +206,7 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
         try:
             self._acquire()
         except peewee.OperationalError as exc:
-            # This thread's transaction is committed: the next commit tries again.
+            # This thread's transaction is committed: a later commit tries again.
             log.warning("WAL checkpoint failed: %s", exc)
             return
         try:
@@ -234,7 +234,7 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
             log.warning("WAL checkpoint failed: %s", exc)
             return
         if outcome[0]:
-            # The next commit tries again.
+            # A later commit tries again.
             log.warning("WAL checkpoint failed: still in use after the busy timeout")
 
     def _checkpoint(self):

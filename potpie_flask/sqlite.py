@@ -134,15 +134,15 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
         return held.file
 
     def _poll(self, attempt):
-        """Call `attempt` until it returns true, polling up to the busy timeout: False then."""
+        """Call `attempt` until it returns something true; that, or None at the busy timeout."""
         deadline = time.monotonic() + self._lock_timeout
         wait = _FIRST_WAIT
-        while not attempt():
+        while not (done := attempt()):
             if time.monotonic() >= deadline:
-                return False
+                return None
             time.sleep(wait)
             wait = min(wait * 2, _LONGEST_WAIT)
-        return True
+        return done
 
     def _acquire(self):
         lock_file = self._lock_file()
@@ -219,21 +219,20 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
     def _truncate_wal(self):
         log.warning("WAL past %d bytes: writers wait for a full checkpoint",
                     self.wal_limit_bytes)
-        outcome = []
 
         def truncate():
-            blocked, frames, _ = self.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            outcome[:] = [blocked, frames]
+            row = self.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            blocked, frames, _ = row
             # SQLite waits (its busy timeout) for readers, but not for another process's
-            # checkpoint: that one answers at once with no frames counted.
-            return not blocked or frames >= 0
+            # checkpoint: that one answers at once with no frames counted, and is polled.
+            return row if not blocked or frames >= 0 else None
 
         try:
-            self._poll(truncate)
+            row = self._poll(truncate)
         except peewee.PeeweeException as exc:
             log.warning("WAL checkpoint failed: %s", exc)
             return
-        if outcome[0]:
+        if row is None or row[0]:
             # A later commit tries again.
             log.warning("WAL checkpoint failed: still in use after the busy timeout")
 

@@ -21,6 +21,9 @@ from .servers import ROOT
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
+# A WAL frame's bytes: a 4 KiB page and its 24-byte header.
+FRAME = 4096 + 24
+
 
 def rows_in_the_file_itself(app, tmp_path):
     """Integrations in the database file alone, as if its WAL were lost."""
@@ -146,7 +149,7 @@ def test_a_reader_pinning_the_wal_past_its_limit_slows_saves_but_loses_none(
     warnings = []
     monkeypatch.setattr(sqlite.log, "warning", lambda msg, *args: warnings.append(msg % args))
     path = db_url.parse(app.config["DATABASE_URL"])["database"]
-    limit = 2 * 20 * (4096 + 24)
+    limit = 2 * 20 * FRAME
     assert api.save({"name": "before the reader", "integration_type": "jira"}).status_code == 200
     reader = sqlite3.connect(path, isolation_level=None)
     try:
@@ -203,11 +206,10 @@ def test_the_wal_stays_bounded_while_writers_never_pause(app, instance_path):
             w.kill()
     assert [w.returncode for w in writers] == [0, 0, 0]
     longest = [int(line) for line in printed]
-    frame = 4096 + 24
     # Twice 200 frames, the hard limit, plus a save of each writer: each may commit one
     # before the first to find the WAL past the limit takes the lock file again (a frame per
     # page a save changes: at most 13 seen). Without the limit, 761-2,674 frames over 45
     # runs, and up to 6,126 beside a `dd` writing to the same disk.
-    assert max(longest) <= (2 * 200 + 3 * 30) * frame
+    assert max(longest) <= (2 * 200 + 3 * 30) * FRAME
     with app.app_context(), database.connection_context():
         assert Integration.select().where(Integration.owner == "writer").count() == 1500

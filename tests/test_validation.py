@@ -4,6 +4,7 @@ from marshmallow import ValidationError, validate
 
 from potpie_flask.fields import Text
 from potpie_flask.models import Integration
+from potpie_flask.schemas import ScopeDataSchema, StrictSchema
 
 from .faults import SAVE
 
@@ -193,3 +194,20 @@ def test_a_validator_given_to_a_field_still_runs():
     with pytest.raises(ValidationError) as raised:
         field.deserialize("b")
     assert raised.value.messages == ["Must be one of: a."]
+
+
+def test_options_the_schemas_do_not_use_still_load_as_marshmallow_loads_them():
+    # StrictSchema's own field loop assumes fields named as their keys, loaded whole;
+    # anything else goes to marshmallow's loop.
+    class Renamed(StrictSchema):
+        given = Text(data_key="givenName", required=True)
+        kept = Text(attribute="stored")
+
+    schema = Renamed()
+    assert schema.load({"givenName": "a", "kept": "b"}) == {"given": "a", "stored": "b"}
+    with pytest.raises(ValidationError) as raised:
+        schema.load({"given": "a"})
+    assert raised.value.messages == {"givenName": ["field required"],
+                                     "given": ["extra fields not permitted"]}
+    assert Renamed(partial=True).load({}) == {}
+    assert ScopeDataSchema(many=True).load([{"org_slug": "x"}]) == [{"org_slug": "x"}]

@@ -39,8 +39,8 @@ def save_integration():
 def list_integrations():
     query = validated_query(LIST_QUERY)
     limit, offset = query.pop("limit"), query.pop("offset")
-    rows, total = integrations.list_integrations(g.user_id, query, limit, offset)
-    return ok([representation.integration(row) for row in rows],
+    records, total = integrations.list_integrations(g.user_id, query, limit, offset)
+    return ok([representation.integration_of(record) for record in records],
               pagination={"limit": limit, "offset": offset, "total": total})
 
 

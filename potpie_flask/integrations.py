@@ -129,13 +129,13 @@ def _list_statements(keys):
 
 
 def list_integrations(owner, filters, limit, offset):
-    """One page of the owner's integrations, newest first, and the total that match."""
+    """One page of the owner's integrations, newest first, as column values by name; and the total that match."""
     keys = tuple(key for key in LIST_FILTERS if key in filters)
     if keys not in _LISTS:
         _LISTS[keys] = _list_statements(keys)
     count, page = _LISTS[keys]
     total = count.execute(owner=owner, **filters).fetchone()[0]
-    return page.rows(Integration, owner=owner, limit=limit, offset=offset, **filters), total
+    return page.records(owner=owner, limit=limit, offset=offset, **filters), total
 
 
 def audit_trail(owner, integration_id, limit, offset):

@@ -77,9 +77,7 @@ class Integration(BaseModel):
 
     def scope_data(self):
         """The four scope keys, null when unset."""
-        # The row's value dict: what the field descriptors return, without a call per key.
-        values = self.__data__.get
-        return {key: values(key) for key in self.SCOPE_KEYS}
+        return scope_data_of(self.__data__)
 
     def set_scope_data(self, scope):
         for key in self.SCOPE_KEYS:
@@ -87,16 +85,7 @@ class Integration(BaseModel):
 
     def metadata(self):
         """The five metadata keys as stored."""
-        values = self.__data__.get
-        tags = values("tags")
-        return {
-            "instance_name": values("instance_name"),
-            "created_via": values("created_via"),
-            "version": values("version"),
-            "description": values("description"),
-            # Most integrations have no tags: skip the JSON parser for them.
-            "tags": [] if tags == "[]" else orjson.loads(tags),
-        }
+        return metadata_of(self.__data__)
 
     def set_metadata(self, metadata):
         for key in self.METADATA_KEYS[:-1]:
@@ -128,6 +117,24 @@ class AuditEvent(BaseModel):
 
     class Meta:
         indexes = ((("owner", "integration_id", "timestamp"), False),)
+
+
+def scope_data_of(values):
+    """The four scope keys from an integration's column values by name, null when unset."""
+    return {key: values[key] for key in Integration.SCOPE_KEYS}
+
+
+def metadata_of(values):
+    """The five metadata keys from an integration's column values by name."""
+    tags = values["tags"]
+    return {
+        "instance_name": values["instance_name"],
+        "created_via": values["created_via"],
+        "version": values["version"],
+        "description": values["description"],
+        # Most integrations have no tags: skip the JSON parser for them.
+        "tags": [] if tags == "[]" else orjson.loads(tags),
+    }
 
 
 class SchemaVersion(BaseModel):

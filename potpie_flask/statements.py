@@ -90,6 +90,11 @@ class Statement:
             found.append(instance)
         return found
 
+    def records(self, **values):
+        """Run a SELECT of model fields; a dict of column values by field name per row, as the driver returned them."""
+        names = self._compile()[2][0]
+        return [dict(zip(names, row)) for row in self.execute(**values).fetchall()]
+
     def first(self, model, **values):
         """The first row as a `model` instance, or None."""
         found = self.rows(model, **values)

@@ -3,6 +3,7 @@ import datetime as dt
 
 import pytest
 
+from potpie_flask import representation
 from potpie_flask.models import Integration
 
 from .helpers import LIST, create, problem
@@ -26,6 +27,42 @@ def test_list_returns_full_objects_newest_first(api):
     assert r.status_code == 200
     assert r.get_json() == {"success": True, "data": [second, first], "error": None,
                             "pagination": {"limit": 50, "offset": 0, "total": 2}}
+
+
+def test_a_listed_integration_with_every_field_set_is_its_save_and_read_answer(api):
+    saved = create(api, name="Full", integration_type="sentry", status="pending", active=False,
+                   unique_identifier="full-1",
+                   scope_data={"org_slug": "acme", "installation_id": "i1", "workspace_id": "w1",
+                               "project_id": "p1"},
+                   metadata={"instance_name": "prod", "created_via": "api", "version": "2",
+                             "description": "all set", "tags": ["a", "b"]},
+                   auth_data={"access_token": "t", "token_type": "Bearer", "scope": "read",
+                              "expires_at": "2030-01-01T10:00:00.123456Z"})
+    bare = create(api, name="Bare", integration_type="jira",
+                  auth_data={"access_token": "t", "expires_at": "2031-06-01T00:00:00Z"})
+    assert saved["auth_data"]["expires_at"] == "2030-01-01T10:00:00.123456Z"
+    assert bare["auth_data"]["expires_at"] == "2031-06-01T00:00:00.000000Z"
+    listed = api.get(LIST).get_json()["data"]
+    assert listed == [bare, saved]
+    # 1 == True in Python: the booleans' JSON type is asserted on its own.
+    assert [(item["active"], item["has_auth_data"]) for item in listed] == [(True, True),
+                                                                            (False, True)]
+    assert all(type(item["active"]) is bool and type(item["has_auth_data"]) is bool
+               for item in listed)
+    for answer in (saved, bare):
+        assert api.get(f"{LIST}/{answer['integration_id']}").get_json()["data"] == answer
+
+
+@pytest.mark.parametrize("value, shown", [
+    (dt.datetime(2026, 1, 2, 3, 4, 5, 6), "2026-01-02T03:04:05.000006Z"),
+    (dt.datetime(2026, 1, 2, 3, 4, 5), "2026-01-02T03:04:05.000000Z"),
+    ("2026-01-02 03:04:05.000006", "2026-01-02T03:04:05.000006Z"),
+    ("2026-01-02 03:04:05", "2026-01-02T03:04:05.000000Z"),
+    ("2026-01-02T03:04:05.5", "2026-01-02T03:04:05.500000Z"),
+    (None, None),
+])
+def test_a_timestamp_reads_the_same_from_a_datetime_or_sqlite_text(value, shown):
+    assert representation.timestamp(value) == shown
 
 
 def test_equal_created_at_is_ordered_by_integration_id(api, app):

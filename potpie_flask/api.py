@@ -47,7 +47,7 @@ def list_integrations():
 @bp.get("/integrations/<integration_id>")
 @verb("read")
 def read_integration(integration_id):
-    return ok(representation.integration(integrations.get(g.user_id, integration_id)))
+    return ok(representation.integration_of(integrations.read(g.user_id, integration_id)))
 
 
 @bp.route("/integrations/<integration_id>", methods=["PATCH", "PUT"])

@@ -72,22 +72,30 @@ _INSERT_AUDIT = insert(AuditEvent)
 
 
 def _known_id(integration_id):
-    """Refuse ids that are not UUIDs before they reach SQL (PostgreSQL rejects NUL bytes)."""
+    """The id, refused unless it is a UUID before it reaches SQL (PostgreSQL rejects NUL bytes)."""
     if not _INTEGRATION_ID.fullmatch(integration_id):
         raise IntegrationNotFound()
+    return integration_id
 
 
-def _owned(statement, owner, integration_id):
-    _known_id(integration_id)
-    row = statement.first(Integration, owner=owner, id=integration_id)
+def _found(row):
     if row is None:
         raise IntegrationNotFound()
     return row
 
 
+def _owned(statement, owner, integration_id):
+    return _found(statement.first(Integration, owner=owner, id=_known_id(integration_id)))
+
+
 def get(owner, integration_id):
     """The owner's integration with this id, or IntegrationNotFound."""
     return _owned(_OWNED, owner, integration_id)
+
+
+def read(owner, integration_id):
+    """What get() finds, as column values by name (a GET only represents it), or IntegrationNotFound."""
+    return _found(_OWNED.record(owner=owner, id=_known_id(integration_id)))
 
 
 def free_copy_name(owner, row):

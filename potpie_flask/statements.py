@@ -95,6 +95,11 @@ class Statement:
         names = self._compile()[2][0]
         return [dict(zip(names, row)) for row in self.execute(**values).fetchall()]
 
+    def record(self, **values):
+        """The first row's column values by field name, as the driver returned them; or None."""
+        row = self.execute(**values).fetchone()
+        return None if row is None else dict(zip(self._compile()[2][0], row))
+
     def first(self, model, **values):
         """The first row as a `model` instance, or None."""
         found = self.rows(model, **values)

@@ -99,11 +99,11 @@ def test_unknown_asset_is_404(client):
 
 def test_contract_check_catches_a_response_that_drifts_from_the_document(api, monkeypatch):
     iid = create(api, name="Drift", integration_type="jira")["integration_id"]
-    original = representation.integration
+    original = representation.integration_of
 
-    def with_a_secret(row):
-        return {**original(row), "access_token": "leaked"}
+    def with_a_secret(values):
+        return {**original(values), "access_token": "leaked"}
 
-    monkeypatch.setattr(representation, "integration", with_a_secret)
+    monkeypatch.setattr(representation, "integration_of", with_a_secret)
     with pytest.raises(InvalidData):
         api.get(f"{LIST}/{iid}")

@@ -12,7 +12,7 @@ import orjson
 import peewee
 
 from .db import database, supports_row_locks, supports_writing_ctes
-from .models import AuditEvent, Integration, utcnow
+from .models import AuditEvent, Integration, metadata_of, scope_data_of, utcnow
 from .statements import Statement, insert, slot, update_columns, values_of, write
 
 SECRET_FIELDS = ("access_token", "refresh_token", "code")
@@ -69,6 +69,8 @@ _UPDATES = {}
 _UPDATES_IF_UNCHANGED = {}
 _DELETE = Statement(lambda: Integration.delete().where(Integration.id == slot("id", Integration.id)))
 _INSERT_AUDIT = insert(AuditEvent)
+# A new row's columns before a save sets them: the model's defaults, NULL elsewhere.
+_NEW_ROW = {name: field.default for name, field in Integration._meta.fields.items()}
 
 
 def _known_id(integration_id):
@@ -248,17 +250,20 @@ def _new_row(owner, fields, vault):
     """A new integration from saved fields, and its changes in audit form; nothing written."""
     now = utcnow()
     integration_id = str(uuid.uuid4())
-    row = Integration(
-        id=integration_id,
-        owner=owner,
-        integration_type=fields["integration_type"],
-        unique_identifier=fields.get("unique_identifier")
+    row = Integration(__no_default__=True)
+    # Every column, as a row read back holds them; the model's defaults, then the save's.
+    row.__data__ = {
+        **_NEW_ROW,
+        "id": integration_id,
+        "owner": owner,
+        "integration_type": fields["integration_type"],
+        "unique_identifier": fields.get("unique_identifier")
         or f"{fields['integration_type']}-{integration_id}",
-        status="active",
-        active=True,
-        created_at=now,
-        updated_at=now,
-    )
+        "status": "active",
+        "active": True,
+        "created_at": now,
+        "updated_at": now,
+    }
     defaults = {"scope_data": {}, "metadata": {}}
     return row, _apply(row, {**defaults, **fields}, vault, creating=True)
 
@@ -382,45 +387,51 @@ def delete(owner, integration_id, request_id=None):
     """Delete the owner's integration and its credentials; the audit trail stays."""
     with database.atomic():
         row = _owned(_OWNED_LOCKED, owner, integration_id)
-        changes = {key: {"old": value, "new": None} for key, value in _public_state(row).items()}
+        changes = {key: {"old": value, "new": None} for key, value in _public_state(row.__data__).items()}
         if row.token_type is not None:
             changes["auth_data"] = {"old": REDACTED, "new": None}
         _DELETE.write(id=row.id)
         _record(row, "delete", changes, utcnow(), request_id)
 
 
-def _public_state(row):
+def _public_state(values):
+    """The fields of a row's column values that an audit entry shows."""
     return {
-        "name": row.name,
-        "integration_type": row.integration_type,
-        "status": row.status,
-        "active": row.active,
-        "unique_identifier": row.unique_identifier,
-        "scope_data": row.scope_data(),
-        "metadata": row.metadata(),
+        "name": values["name"],
+        "integration_type": values["integration_type"],
+        "status": values["status"],
+        "active": values["active"],
+        "unique_identifier": values["unique_identifier"],
+        "scope_data": scope_data_of(values),
+        "metadata": metadata_of(values),
     }
 
 
 def _apply(row, fields, vault, creating):
     """Copy the given fields onto the row; return what changed, in audit form."""
-    before = {} if creating else _public_state(row)
+    # The row's values are set directly: Peewee's field setters cost more than the rules.
+    values = row.__data__
+    before = {} if creating else _public_state(values)
     for key in ("name", "status", "active"):
         if key in fields:
-            setattr(row, key, fields[key])
-    row.name_key = name_key(row.name)
+            values[key] = fields[key]
+    values["name_key"] = name_key(values["name"])
     if "scope_data" in fields:
-        row.set_scope_data({key: fields["scope_data"].get(key) for key in Integration.SCOPE_KEYS})
+        scope = fields["scope_data"]
+        values.update({key: scope.get(key) for key in Integration.SCOPE_KEYS})
     if "metadata" in fields:
-        row.set_metadata(_metadata_with_defaults(fields["metadata"], row.name))
-    after = _public_state(row)
+        metadata = _metadata_with_defaults(fields["metadata"], values["name"])
+        metadata["tags"] = orjson.dumps(metadata["tags"]).decode()
+        values.update(metadata)
+    after = _public_state(values)
     changes = {
         key: {"old": before.get(key), "new": value}
         for key, value in after.items()
         if creating or before[key] != value
     }
     if "auth_data" in fields:
-        had_auth = row.token_type is not None
-        if _set_auth(row, fields["auth_data"], vault):
+        had_auth = values["token_type"] is not None
+        if _set_auth(values, fields["auth_data"], vault):
             changes["auth_data"] = {"old": REDACTED if had_auth and not creating else None,
                                     "new": REDACTED}
     return changes
@@ -439,19 +450,17 @@ def _metadata_with_defaults(given, name):
     }
 
 
-def _set_auth(row, given, vault):
-    """Store auth_data on the row; False when it equals what is stored already."""
+def _set_auth(values, given, vault):
+    """Store auth_data in a row's column values; False when it equals what is stored already."""
     token_type = "Bearer" if given.get("token_type") is None else given["token_type"]
     secrets = {key: given[key] for key in SECRET_FIELDS if given.get(key)}
-    stored_secrets = vault.open(row.credentials) if row.credentials else None
-    if (row.token_type, row.expires_at, row.auth_scope, stored_secrets) == (
+    stored_secrets = vault.open(values["credentials"]) if values["credentials"] else None
+    if (values["token_type"], values["expires_at"], values["auth_scope"], stored_secrets) == (
             token_type, given.get("expires_at"), given.get("scope"), secrets):
         return False
-    row.token_type = token_type
-    row.expires_at = given.get("expires_at")
-    row.auth_scope = given.get("scope")
-    row.credentials = vault.seal(secrets)
-    row.has_access_token = "access_token" in secrets
+    values.update(token_type=token_type, expires_at=given.get("expires_at"),
+                  auth_scope=given.get("scope"), credentials=vault.seal(secrets),
+                  has_access_token="access_token" in secrets)
     return True
 
 

@@ -79,18 +79,9 @@ class Integration(BaseModel):
         """The four scope keys, null when unset."""
         return scope_data_of(self.__data__)
 
-    def set_scope_data(self, scope):
-        for key in self.SCOPE_KEYS:
-            setattr(self, key, scope[key])
-
     def metadata(self):
         """The five metadata keys as stored."""
         return metadata_of(self.__data__)
-
-    def set_metadata(self, metadata):
-        for key in self.METADATA_KEYS[:-1]:
-            setattr(self, key, metadata[key])
-        self.tags = orjson.dumps(metadata["tags"]).decode()
 
     class Meta:
         indexes = (

@@ -3,11 +3,10 @@ import datetime as dt
 
 import orjson
 
-from .models import Integration, metadata_of, scope_data_of
+from .models import metadata_of, scope_data_of
 
 # What follows SQLite's text of a naive datetime, by its length: with microseconds, without.
 _SQLITE_TEXT_ZONE = {26: "Z", 19: ".000000Z"}
-_UNSET = dict.fromkeys(Integration._meta.fields)
 
 
 def timestamp(value):
@@ -31,12 +30,7 @@ def timestamp(value):
 
 def integration(row):
     """The one representation every route returns for an Integration row; never a secret."""
-    values = row.__data__
-    if len(values) < len(_UNSET):
-        # A row made by this request holds only the fields set so far: a create without
-        # auth_data sets no token_type, and stores NULL for it.
-        values = {**_UNSET, **values}
-    return integration_of(values)
+    return integration_of(row.__data__)
 
 
 def integration_of(values):

@@ -1,7 +1,8 @@
 """Domain operations on integrations; each write is one transaction with its audit row.
 
 Nothing here knows about HTTP: callers pass the owner, validated fields, the
-credential vault and a request id, and get model rows or domain errors back.
+credential vault and a request id, and get model rows (or, for what a route only
+represents, the rows' column values) or domain errors back.
 """
 import datetime as dt
 import re
@@ -69,12 +70,12 @@ _UPDATES = {}
 _UPDATES_IF_UNCHANGED = {}
 _DELETE = Statement(lambda: Integration.delete().where(Integration.id == slot("id", Integration.id)))
 _INSERT_AUDIT = insert(AuditEvent)
-# A new row's columns before a save sets them: the model's defaults, NULL elsewhere.
-_NEW_ROW = {name: field.default for name, field in Integration._meta.fields.items()}
+# A new row's columns before a save sets them: NULL, then the model's defaults.
+_NULLS = dict.fromkeys(Integration._meta.fields)
 
 
 def _known_id(integration_id):
-    """The id, refused unless it is a UUID before it reaches SQL (PostgreSQL rejects NUL bytes)."""
+    """The id; IntegrationNotFound unless a UUID, before it reaches SQL (PostgreSQL rejects NUL)."""
     if not _INTEGRATION_ID.fullmatch(integration_id):
         raise IntegrationNotFound()
     return integration_id
@@ -96,7 +97,7 @@ def get(owner, integration_id):
 
 
 def read(owner, integration_id):
-    """What get() finds, as column values by name (a GET only represents it), or IntegrationNotFound."""
+    """What get() finds, as column values by name (a GET only represents it)."""
     return _found(_OWNED.record(owner=owner, id=_known_id(integration_id)))
 
 
@@ -139,7 +140,7 @@ def _list_statements(keys):
 
 
 def list_integrations(owner, filters, limit, offset):
-    """One page of the owner's integrations, newest first, as column values by name; and the total that match."""
+    """One page of the owner's integrations, newest first, as column values; and the total."""
     keys = tuple(key for key in LIST_FILTERS if key in filters)
     if keys not in _LISTS:
         _LISTS[keys] = _list_statements(keys)
@@ -253,7 +254,8 @@ def _new_row(owner, fields, vault):
     row = Integration(__no_default__=True)
     # Every column, as a row read back holds them; the model's defaults, then the save's.
     row.__data__ = {
-        **_NEW_ROW,
+        **_NULLS,
+        **Integration._meta.get_default_dict(),
         "id": integration_id,
         "owner": owner,
         "integration_type": fields["integration_type"],
@@ -387,7 +389,8 @@ def delete(owner, integration_id, request_id=None):
     """Delete the owner's integration and its credentials; the audit trail stays."""
     with database.atomic():
         row = _owned(_OWNED_LOCKED, owner, integration_id)
-        changes = {key: {"old": value, "new": None} for key, value in _public_state(row.__data__).items()}
+        changes = {key: {"old": value, "new": None}
+                   for key, value in _public_state(row.__data__).items()}
         if row.token_type is not None:
             changes["auth_data"] = {"old": REDACTED, "new": None}
         _DELETE.write(id=row.id)

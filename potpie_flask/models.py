@@ -111,12 +111,12 @@ class AuditEvent(BaseModel):
 
 
 def scope_data_of(values):
-    """The four scope keys from an integration's column values by name, null when unset."""
+    """The four scope keys from an integration's column values by name (all of them)."""
     return {key: values[key] for key in Integration.SCOPE_KEYS}
 
 
 def metadata_of(values):
-    """The five metadata keys from an integration's column values by name."""
+    """The five metadata keys from an integration's column values by name (all of them)."""
     tags = values["tags"]
     return {
         "instance_name": values["instance_name"],

@@ -12,7 +12,7 @@ _SQLITE_TEXT_ZONE = {26: "Z", 19: ".000000Z"}
 def timestamp(value):
     """UTC as ISO 8601 with six fractional digits and a Z; None stays None.
 
-    `value` is a naive datetime, or SQLite's text of one as a page's records hold it.
+    `value` is a naive datetime, or SQLite's text of one as a record read from it holds.
     """
     if value is None:
         return None
@@ -29,16 +29,17 @@ def timestamp(value):
 
 
 def integration(row):
-    """The one representation every route returns for an Integration row; never a secret."""
+    """The representation of an Integration model instance (what saves and changes return)."""
     return integration_of(row.__data__)
 
 
 def integration_of(values):
-    """The representation of an integration from its column values by name.
+    """The one representation every route returns, from an integration's column values by name.
 
-    The values are what Peewee's fields hold, or what the driver returned for a page's
-    records (SQLite: timestamps as text, booleans as 0 and 1): building 50 model
-    instances only to read them back cost more than the page's query.
+    Never a secret. The values are what Peewee's fields hold, or what the driver returned
+    for a record (SQLite: timestamps as text, booleans as 0 and 1): a list page and GET
+    one are read as records, because building 50 model instances only to read them back
+    cost more than the page's query.
     """
     scope = scope_data_of(values)
     return {

@@ -79,8 +79,8 @@ class Statement:
         names, converted = self._compile()[2]
         found = []
         for row in self.execute(**values).fetchall():
-            # Peewee's own row wrapper sets every field through its descriptor: a cost that
-            # dominated a page of 50. Filling __data__ directly gives the same instance.
+            # Peewee's own row wrapper sets every field through its descriptor, which cost
+            # more than the SELECT. Filling __data__ directly gives the same instance.
             data = dict(zip(names, row))
             for name, convert in converted:
                 if data[name] is not None:
@@ -91,7 +91,7 @@ class Statement:
         return found
 
     def records(self, **values):
-        """Run a SELECT of model fields; a dict of column values by field name per row, as the driver returned them."""
+        """Run a SELECT of model fields; per row, its values by field name as the driver gave them."""
         names = self._compile()[2][0]
         return [dict(zip(names, row)) for row in self.execute(**values).fetchall()]
 

@@ -14,7 +14,8 @@ import peewee
 
 from .db import database, supports_row_locks, supports_writing_ctes
 from .models import AuditEvent, Integration, metadata_of, scope_data_of, utcnow
-from .statements import Statement, insert, slot, update_columns, values_of, write
+from .statements import (Statement, insert, instance_of, slot, update_columns, values_of,
+                         write)
 
 SECRET_FIELDS = ("access_token", "refresh_token", "code")
 REDACTED = "[redacted]"
@@ -222,8 +223,7 @@ def _ahead_of(stored, fields, vault):
     credentials' encryption included); `_written_if_unchanged` and `_change_locked` write
     it only if the row is still the same.
     """
-    changed = Integration(__no_default__=True)
-    changed.__data__ = dict(stored.__data__)
+    changed = instance_of(Integration, dict(stored.__data__))
     return _Ahead(stored, changed, _apply(changed, fields, vault, creating=False))
 
 
@@ -251,9 +251,8 @@ def _new_row(owner, fields, vault):
     """A new integration from saved fields, and its changes in audit form; nothing written."""
     now = utcnow()
     integration_id = str(uuid.uuid4())
-    row = Integration(__no_default__=True)
     # Every column, as a row read back holds them; the model's defaults, then the save's.
-    row.__data__ = {
+    row = instance_of(Integration, {
         **_NULLS,
         **Integration._meta.get_default_dict(),
         "id": integration_id,
@@ -265,7 +264,7 @@ def _new_row(owner, fields, vault):
         "active": True,
         "created_at": now,
         "updated_at": now,
-    }
+    })
     defaults = {"scope_data": {}, "metadata": {}}
     return row, _apply(row, {**defaults, **fields}, vault, creating=True)
 

@@ -48,10 +48,12 @@ class Statement:
             sql, params = query.sql()
             if hasattr(db, "prepare"):
                 sql = db.prepare(sql)
-            fields = getattr(query, "selected_columns", None) or ()
+            # A UNION's columns are its first SELECT's.
+            fields = getattr(getattr(query, "lhs", query), "selected_columns", None) or ()
+            # A column of a WITH query has no converter: its values stay as the driver gave them.
             columns = ([field.name for field in fields],
                        [(field.name, field.python_value) for field in fields
-                        if type(field) not in _NATIVE_FIELDS])
+                        if hasattr(field, "python_value") and type(field) not in _NATIVE_FIELDS])
             compiled = self._compiled[db] = (sql, params, columns)
         return compiled
 

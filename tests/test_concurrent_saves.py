@@ -1,4 +1,4 @@
-"""Concurrent saves through a real gunicorn with two workers (SPEC section 6, upsert)."""
+"""Concurrent saves and changes through a real gunicorn with two workers (SPEC section 6)."""
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -53,3 +53,28 @@ def test_concurrent_saves_of_one_new_name_give_one_200_and_409s(server):
                                         "Integration with this name already exists"}
     _, listing, _ = server.request("GET", "/api/v2/integrations", key=server.key)
     assert listing["pagination"]["total"] == 1
+
+
+def test_concurrent_changes_of_one_row_each_see_the_one_before(server):
+    body = {"name": "Shared", "integration_type": "linear"}
+    _, saved, _ = server.request("POST", SAVE, body, server.key)
+    path = f"/api/v2/integrations/{saved['data']['integration_id']}"
+    with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
+        answers = list(pool.map(
+            lambda n: server.request("PATCH", path, {"metadata": {"description": f"d{n}"}},
+                                     server.key),
+            range(CLIENTS)))
+    assert [status for status, _, _ in answers] == [200] * CLIENTS
+    _, audit, _ = server.request("GET", f"{path}/audit?limit=100", key=server.key)
+    updates = [entry for entry in reversed(audit["data"]) if entry["action"] == "update"]
+    # No change was lost: each one's old metadata is the one before's new.
+    assert len(updates) == CLIENTS
+    descriptions = [entry["changes"]["metadata"]["new"]["description"] for entry in updates]
+    assert sorted(descriptions) == sorted(f"d{n}" for n in range(CLIENTS))
+    olds = [entry["changes"]["metadata"]["old"]["description"] for entry in updates]
+    assert olds == [None] + descriptions[:-1]
+    timestamps = [entry["timestamp"] for entry in updates]
+    assert timestamps == sorted(set(timestamps))
+    _, current, _ = server.request("GET", path, key=server.key)
+    assert current["data"]["metadata"]["description"] == descriptions[-1]
+    assert current["data"]["updated_at"] == timestamps[-1]

@@ -6,13 +6,15 @@ COMMIT's WAL flush (bench/NOTES.md, "PostgreSQL, a PATCH in one statement"). Sen
 statement, the lock is held only while the server runs it and commits.
 
 So the server works out what depends on the stored row, by the rules `integrations._apply`
-and `integrations._store_change` follow in Python (the suite runs every change on both
-databases, which holds the two to the same answers):
+and `integrations._store_change` follow in Python (tests/test_change.py pins each one on
+both databases):
 
-- a given field is written only when it differs from the stored one, and nothing at all
-  (not even updated_at) when none does;
+- the given columns are written when any of them differs from the stored value, and
+  nothing at all (not even updated_at) when none does;
 - metadata's instance_name, when neither it nor a name is given, is the stored name;
-- updated_at is now, yet always after the stored updated_at;
+- updated_at is now, yet always after the stored updated_at. "Now" is read before the
+  statement is sent: a change that waited for the row's lock is stamped earlier than its
+  commit by that wait, as `integrations._written_if_unchanged` is;
 - the audit entry lists, old and new, each public field whose value changed.
 
 A change with auth_data never comes here: whether its credentials differ from the stored

@@ -96,13 +96,17 @@ def _updates(app):
 
 
 def test_metadata_without_instance_name_takes_the_stored_name_and_is_audited_whole(api, app):
-    saved = create(api, **FULL_BODY)
+    saved = create(api, **{**FULL_BODY, "metadata": {**FULL_BODY["metadata"],
+                                                     "instance_name": "Sentry EU"}})
+    bystander = create(api, name="Bystander", integration_type="jira", status="error",
+                       scope_data={"org_slug": "b"}, metadata={"description": "b"})
     text = 'a "quoted" back\\slash, ünï and\na new line'
     r = api.patch(one(saved["integration_id"]), json={
         "status": "active", "scope_data": {"project_id": "p1"},
         "metadata": {"description": text}})
     assert r.status_code == 200
     data = r.get_json()["data"]
+    # The stored name, not the stored instance_name.
     metadata = {"instance_name": "Production Sentry", "created_via": "manual", "version": None,
                 "description": text, "tags": []}
     scope = {"org_slug": None, "installation_id": None, "workspace_id": None, "project_id": "p1"}
@@ -117,6 +121,8 @@ def test_metadata_without_instance_name_takes_the_stored_name_and_is_audited_who
     assert timestamp.isoformat() + "Z" == data["updated_at"]
     audit = api.get(one(saved["integration_id"]) + "/audit").get_json()["data"]
     assert audit[0]["changes"] == changes and audit[0]["timestamp"] == data["updated_at"]
+    # The change wrote its own row alone.
+    assert api.get(one(bystander["integration_id"])).get_json()["data"] == bystander
 
 
 def test_a_name_given_with_metadata_is_its_instance_name(api, app):
@@ -216,8 +222,9 @@ def test_a_name_taken_between_the_read_ahead_and_the_lock_is_409(api, app, monke
     assert_name_clash_changed_nothing(r, api, app, saved)
 
 
-# PostgreSQL: a change reads its row locked, so it waits for any writer of that row and
-# then changes the row as that writer left it.
+# PostgreSQL: a change locks its row (in one statement, or with auth_data by reading it
+# locked), so it waits for any writer of that row and then changes the row as that writer
+# left it.
 
 @POSTGRESQL_ONLY
 def test_postgresql_a_change_waits_for_the_rows_writer_and_changes_the_row_as_it_now_is(
@@ -228,6 +235,22 @@ def test_postgresql_a_change_waits_for_the_rows_writer_and_changes_the_row_as_it
         saved["integration_id"], "UPDATE integration SET status = 'pending' WHERE id = ?",
         saved["integration_id"])
     assert_deactivated_over_the_newer_row(r, app, saved["integration_id"])
+
+
+@POSTGRESQL_ONLY
+def test_postgresql_a_change_compares_and_audits_the_row_its_writer_left(api, app):
+    saved = create(api, **FULL_BODY)
+    r = changed_after_the_writer_it_waited_for(
+        app, lambda: api.patch(one(saved["integration_id"]),
+                               json={"metadata": {**FULL_BODY["metadata"],
+                                                  "description": "mine"}}),
+        saved["integration_id"], "UPDATE integration SET description = 'theirs', "
+        "updated_at = '2999-01-01 00:00:00' WHERE id = ?", saved["integration_id"])
+    assert r.status_code == 200
+    assert r.get_json()["data"]["updated_at"] == "2999-01-01T00:00:00.000001Z"
+    [(changes, _)] = _updates(app)
+    assert changes == {"metadata": {"old": {**saved["metadata"], "description": "theirs"},
+                                    "new": {**saved["metadata"], "description": "mine"}}}
 
 
 @POSTGRESQL_ONLY

@@ -78,17 +78,27 @@ def _build(keys):
                    [_compared(field.name, value) for field, value in given.items()]))
                .returning(*_FIELDS)
                .cte("changed"))
-    entry = [changed.c.id, changed.c.owner, SQL("'update'"), changed.c.updated_at,
-             slot("request_id"), _changes(keys, stored, changed)]
-    audit = AuditEvent.insert_from(Select((changed, stored), entry), [
-        AuditEvent.integration_id, AuditEvent.owner, AuditEvent.action,
-        AuditEvent.timestamp, AuditEvent.request_id, AuditEvent.changes]).cte("audit")
+    audit = audit_insert_from(changed, (changed, stored), SQL("'update'"),
+                              _changes(keys, stored, changed)).cte("audit")
     unchanged = (Select((stored,), [getattr(stored.c, f.name) for f in _FIELDS])
                  .where(~fn.EXISTS(Select((changed,), [SQL("1")]))))
     return (Select((changed,), [getattr(changed.c, f.name) for f in _FIELDS])
             .union_all(unchanged)
             .with_cte(stored, changed, audit)
             .bind(database))
+
+
+def audit_insert_from(changed, sources, action, changes):
+    """The INSERT of an audit entry for each row that `changed` (an UPDATE's RETURNING) holds.
+
+    The entry takes the row's id, owner and new updated_at; `action` and `changes` are SQL
+    or slots, and the request id is the slot `request_id`.
+    """
+    entry = [changed.c.id, changed.c.owner, action, changed.c.updated_at, slot("request_id"),
+             changes]
+    return AuditEvent.insert_from(Select(sources, entry), [
+        AuditEvent.integration_id, AuditEvent.owner, AuditEvent.action,
+        AuditEvent.timestamp, AuditEvent.request_id, AuditEvent.changes])
 
 
 def _changes(keys, stored, changed):

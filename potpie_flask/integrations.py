@@ -12,7 +12,7 @@ import uuid
 import orjson
 import peewee
 
-from .change_statement import COLUMNS_OF, change_statement
+from .change_statement import COLUMNS_OF, audit_insert_from, change_statement
 from .db import database, supports_row_locks, supports_writing_ctes
 from .models import AuditEvent, Integration, metadata_of, scope_data_of, utcnow
 from .statements import (Statement, insert, instance_of, slot, update_columns, values_of,
@@ -368,13 +368,8 @@ def _update_if_unchanged(names):
                    .where((Integration.id == slot("was_id", Integration.id)) & as_read)
                    .returning(Integration.id, Integration.owner, Integration.updated_at)
                    .cte("changed"))
-        audit = peewee.Select((changed,), (changed.c.id, changed.c.owner, slot("action"),
-                                           changed.c.updated_at, slot("request_id"),
-                                           slot("changes")))
-        return (AuditEvent.insert_from(audit, [
-            AuditEvent.integration_id, AuditEvent.owner, AuditEvent.action,
-            AuditEvent.timestamp, AuditEvent.request_id, AuditEvent.changes])
-            .with_cte(changed).returning(AuditEvent.id))
+        return (audit_insert_from(changed, (changed,), slot("action"), slot("changes"))
+                .with_cte(changed).returning(AuditEvent.id))
 
     return Statement(build)
 

@@ -15,8 +15,8 @@ import peewee
 from .change_statement import COLUMNS_OF, audit_insert_from, change_statement
 from .db import database, supports_row_locks, supports_writing_ctes
 from .models import AuditEvent, Integration, metadata_of, scope_data_of, utcnow
-from .statements import (Statement, insert, instance_of, slot, update_columns, values_of,
-                         write)
+from .statements import (Statement, commit_together, insert, instance_of, slot, update_columns,
+                         values_of, write)
 
 SECRET_FIELDS = ("access_token", "refresh_token", "code")
 REDACTED = "[redacted]"
@@ -179,10 +179,7 @@ def save(owner, fields, vault, request_id=None):
             # before the transaction, which then only sends them (SQLite's write lock is
             # held for the statements alone).
             row, changes = _new_row(owner, fields, vault)
-            writes = _insertion(row, changes, request_id)
-            with database.atomic():
-                for bound in writes:
-                    write(bound)
+            commit_together(_insertion(row, changes, request_id))
             return row
         except peewee.IntegrityError:
             if _name_held_by_another(owner, fields):

@@ -111,6 +111,19 @@ def write(bound):
     send_later(*bound)
 
 
+def commit_together(bounds):
+    """Commit writes bound by `Statement.bind` as one transaction: all of them, or none."""
+    # SQLite's writers skip Peewee's transaction objects; inside a transaction already, the
+    # writes are a savepoint of it, as atomic() nests.
+    together = getattr(database.obj, "commit_together", None)
+    if together is not None and not database.in_transaction():
+        together(bounds)
+        return
+    with database.atomic():
+        for bound in bounds:
+            write(bound)
+
+
 def insert(model):
     """INSERT of every column of `model` but an auto-incremented key, from slots named as fields."""
     fields = [f for f in model._meta.sorted_fields if not isinstance(f, peewee.AutoField)]

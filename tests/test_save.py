@@ -1,4 +1,5 @@
 """POST /api/v2/integrations/save: create, upsert, conflicts, envelope (SPEC sections 4-6)."""
+import fcntl
 import json
 import uuid
 
@@ -10,7 +11,7 @@ from .conftest import OWNER
 from .faults import SAVE
 from .helpers import (TIMESTAMP, another_writer_after, assert_deactivated_over_the_newer_row,
                       assert_one_statement_change, holding_the_write_lock_of, never_locked,
-                      never_worked_out_twice, run_bounded)
+                      never_worked_out_twice, own_connection, run_bounded)
 
 # The body of the original documentation's curl example, verbatim.
 DOCUMENTED_BODY = {
@@ -224,6 +225,64 @@ def test_a_refused_save_leaves_the_connection_usable_for_the_next_one(api, app):
     with app.app_context():
         assert sorted(row.name for row in Integration.select()) == ["Free", "Taken"]
         assert AuditEvent.select().count() == 2
+
+
+@pytest.fixture
+def audit_refused(app, backend):
+    """A trigger that refuses every audit INSERT, dropped after the test."""
+    conn, _ = own_connection(app)
+    if backend == "sqlite":
+        create = ("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_event "
+                  "BEGIN SELECT RAISE(ABORT, 'audit storage failed'); END",)
+        drop = ("DROP TRIGGER IF EXISTS refuse_audit",)
+    else:
+        create = ("CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS "
+                  "$$ BEGIN RAISE EXCEPTION 'audit storage failed'; END $$",
+                  "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_event "
+                  "FOR EACH ROW EXECUTE FUNCTION refuse_audit()")
+        drop = ("DROP TRIGGER IF EXISTS refuse_audit ON audit_event",
+                "DROP FUNCTION IF EXISTS refuse_audit()")
+    try:
+        with conn:
+            for statement in create:
+                conn.cursor().execute(statement)
+        yield drop
+    finally:
+        with conn:
+            for statement in drop:
+                conn.cursor().execute(statement)
+        conn.close()
+
+
+def test_a_create_whose_audit_insert_fails_writes_nothing_and_holds_no_lock(
+        api, app, backend, audit_refused):
+    r = api.save({"name": "Unaudited", "integration_type": "jira"})
+    assert r.status_code == 500
+    assert r.get_json() == {"success": False, "data": None,
+                            "error": "Failed to save integration: Internal server error"}
+    with app.app_context():
+        assert Integration.select().count() == 0
+        assert AuditEvent.select().count() == 0
+    if backend == "sqlite":
+        # Another writer gets both locks at once: the writers' lock file and SQLite's own.
+        path = app.config["DATABASE_URL"][len("sqlite:///"):]
+        with open(path + "-writers.lock", "ab") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            other, _ = own_connection(app)
+            other.execute("BEGIN IMMEDIATE")
+            other.rollback()
+            other.close()
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+    conn, _ = own_connection(app)
+    with conn:
+        for statement in audit_refused:
+            conn.cursor().execute(statement)
+    conn.close()
+    saved = api.save({"name": "Unaudited", "integration_type": "jira"})
+    assert saved.status_code == 200
+    with app.app_context():
+        assert [row.name for row in Integration.select()] == ["Unaudited"]
+        assert [e.action for e in AuditEvent.select()] == ["create"]
 
 
 def test_percent_signs_quotes_and_semicolons_are_stored_verbatim(api):

@@ -13,7 +13,7 @@ import orjson
 import peewee
 
 from .change_statement import COLUMNS_OF, audit_insert_from, change_statement
-from .db import database, supports_row_locks, supports_writing_ctes
+from .db import atomic, supports_row_locks, supports_writing_ctes
 from .models import AuditEvent, Integration, metadata_of, scope_data_of, utcnow
 from .statements import (Statement, commit_together, insert, instance_of, slot, update_columns,
                          values_of, write)
@@ -173,7 +173,7 @@ def save(owner, fields, vault, request_id=None):
                     return ahead.stored
                 if ahead.stored is not None and _written_if_unchanged(ahead, request_id):
                     return ahead.changed
-                with database.atomic():
+                with atomic():
                     return _upsert(owner, fields, vault, request_id, ahead)
             # Nothing to read first: the row and its audit entry are built and bound
             # before the transaction, which then only sends them (SQLite's write lock is
@@ -285,14 +285,14 @@ def update(owner, integration_id, fields, vault, request_id=None):
             # decrypted: the row is read locked and the change worked out holding its lock.
             # Changes of one row queue on it instead of finding the row changed and starting
             # over (68% of the benchmark's one-row PATCHes did, written only if unchanged).
-            with database.atomic():
+            with atomic():
                 return _change(_owned(_OWNED_LOCKED, owner, integration_id), fields, vault,
                                request_id)
         # SQLite's write lock holds up every writer: work the change out before taking it.
         ahead = _ahead_of(_owned(_OWNED, owner, integration_id), fields, vault)
         if ahead.changes == {}:
             return ahead.stored
-        with database.atomic():
+        with atomic():
             row = _owned(_OWNED_LOCKED, owner, integration_id)
             return _change_locked(row, ahead, fields, vault, request_id)
     except peewee.IntegrityError:
@@ -391,7 +391,7 @@ def _changed_groups_statement(row, before, built, build):
 
 def delete(owner, integration_id, request_id=None):
     """Delete the owner's integration and its credentials; the audit trail stays."""
-    with database.atomic():
+    with atomic():
         row = _owned(_OWNED_LOCKED, owner, integration_id)
         changes = {key: {"old": value, "new": None}
                    for key, value in _public_state(row.__data__).items()}

@@ -11,7 +11,7 @@ import weakref
 
 import peewee
 
-from .db import database
+from .db import atomic, database
 
 
 class _Slot:
@@ -70,7 +70,7 @@ class Statement:
 
     def execute(self, **values):
         """Run the statement; returns the DB-API cursor."""
-        return database.execute_sql(*self.bind(values))
+        return database.obj.execute_sql(*self.bind(values))
 
     def write(self, **values):
         """Run a write whose result nobody reads; PostgreSQL may send it with the next statement."""
@@ -107,7 +107,8 @@ class Statement:
 
 def write(bound):
     """Send SQL and parameters from `Statement.bind` as a write whose result nobody reads."""
-    send_later = getattr(database.obj, "write_later", database.execute_sql)
+    db = database.obj
+    send_later = getattr(db, "write_later", db.execute_sql)
     send_later(*bound)
 
 
@@ -116,10 +117,10 @@ def commit_together(bounds):
     # SQLite's writers skip Peewee's transaction objects; inside a transaction already, the
     # writes are a savepoint of it, as atomic() nests.
     together = getattr(database.obj, "commit_together", None)
-    if together is not None and not database.in_transaction():
+    if together is not None and not database.obj.in_transaction():
         together(bounds)
         return
-    with database.atomic():
+    with atomic():
         for bound in bounds:
             write(bound)
 

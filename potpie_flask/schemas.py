@@ -21,6 +21,11 @@ class StrictSchema(Schema):
         # Fields read from and stored under their own names: what `_deserialize` assumes.
         self._plain = all(field.data_key is None and field.attribute is None
                           for field in self.load_fields.values())
+        # Fields whose `deserialize` of an absent value only hands back `missing`: neither
+        # required nor defaulted. `_deserialize` skips them when absent.
+        self._may_be_absent = frozenset(
+            name for name, field in self.load_fields.items()
+            if not field.required and field.load_default is missing)
 
     def _deserialize(self, data, *, error_store, many=False, partial=None, unknown=RAISE,
                      index=None):
@@ -31,7 +36,9 @@ class StrictSchema(Schema):
         under the field's name in field order, then one per unknown key. What it
         leaves out is what serves options these schemas never use (`partial`,
         `data_key`, dotted attributes), which marshmallow's loop pays for on every
-        field: a closure, a keyword dict and a dotted-path check each. The benchmark's
+        field: a closure, a keyword dict and a dotted-path check each; and the call for
+        an absent field that is neither required nor defaulted, which would only hand
+        back `missing` (14 of the benchmark's save body's 25 fields). The benchmark's
         save body loaded in 48 us instead of 85 (the slow benchmark host). Any other
         case goes to marshmallow's loop.
         """
@@ -41,8 +48,11 @@ class StrictSchema(Schema):
                                         partial=partial, unknown=unknown, index=index)
         result = {}
         for name, field in self.load_fields.items():
+            value = data.get(name, missing)
+            if value is missing and name in self._may_be_absent:
+                continue
             try:
-                value = field.deserialize(data.get(name, missing), name, data)
+                value = field.deserialize(value, name, data)
             except ValidationError as error:
                 error_store.store_error(error.messages, name, index=index)
                 value = error.valid_data or missing

@@ -211,3 +211,18 @@ def test_options_the_schemas_do_not_use_still_load_as_marshmallow_loads_them():
                                      "given": ["extra fields not permitted"]}
     assert Renamed(partial=True).load({}) == {}
     assert ScopeDataSchema(many=True).load([{"org_slug": "x"}]) == [{"org_slug": "x"}]
+
+
+def test_an_absent_field_is_left_out_defaulted_or_required_as_marshmallow_has_it():
+    # StrictSchema's loop skips absent fields that are neither required nor defaulted.
+    class Absent(StrictSchema):
+        optional = Text(allow_none=True)
+        defaulted = Text(load_default="d")
+        required = Text(required=True)
+
+    assert Absent().load({"required": "r"}) == {"defaulted": "d", "required": "r"}
+    assert Absent().load({"required": "r", "optional": None}) == {
+        "optional": None, "defaulted": "d", "required": "r"}
+    with pytest.raises(ValidationError) as raised:
+        Absent().load({})
+    assert raised.value.messages == {"required": ["field required"]}

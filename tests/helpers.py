@@ -1,5 +1,6 @@
 """Shared bodies and small helpers for the resource-route tests."""
 import contextlib
+import fcntl
 import json
 import re
 import sqlite3
@@ -53,6 +54,20 @@ def own_connection(app):
     if url.startswith("sqlite:///"):
         return sqlite3.connect(url[len("sqlite:///"):], timeout=0), "?"
     return psycopg2.connect(url), "%s"
+
+
+def assert_sqlite_write_locks_free(app):
+    """Another writer gets both of SQLite's locks at once: the writers' lock file and SQLite's own."""
+    path = app.config["DATABASE_URL"][len("sqlite:///"):]
+    with open(path + "-writers.lock", "ab") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        other, _ = own_connection(app)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.rollback()
+        finally:
+            other.close()
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

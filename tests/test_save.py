@@ -1,5 +1,4 @@
 """POST /api/v2/integrations/save: create, upsert, conflicts, envelope (SPEC sections 4-6)."""
-import fcntl
 import json
 import uuid
 
@@ -10,6 +9,7 @@ from potpie_flask.models import AuditEvent, Integration
 from .conftest import OWNER
 from .faults import SAVE
 from .helpers import (TIMESTAMP, another_writer_after, assert_deactivated_over_the_newer_row,
+                      assert_sqlite_write_locks_free,
                       assert_one_statement_change, holding_the_write_lock_of, never_locked,
                       never_worked_out_twice, own_connection, run_bounded)
 
@@ -264,15 +264,7 @@ def test_a_create_whose_audit_insert_fails_writes_nothing_and_holds_no_lock(
         assert Integration.select().count() == 0
         assert AuditEvent.select().count() == 0
     if backend == "sqlite":
-        # Another writer gets both locks at once: the writers' lock file and SQLite's own.
-        path = app.config["DATABASE_URL"][len("sqlite:///"):]
-        with open(path + "-writers.lock", "ab") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            other, _ = own_connection(app)
-            other.execute("BEGIN IMMEDIATE")
-            other.rollback()
-            other.close()
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+        assert_sqlite_write_locks_free(app)
     conn, _ = own_connection(app)
     with conn:
         for statement in audit_refused:

@@ -116,8 +116,9 @@ def commit_together(bounds):
     """Commit writes bound by `Statement.bind` as one transaction: all of them, or none."""
     # SQLite's writers skip Peewee's transaction objects; inside a transaction already, the
     # writes are a savepoint of it, as atomic() nests.
-    together = getattr(database.obj, "commit_together", None)
-    if together is not None and not database.obj.in_transaction():
+    db = database.obj
+    together = getattr(db, "commit_together", None)
+    if together is not None and not db.in_transaction():
         together(bounds)
         return
     with atomic():

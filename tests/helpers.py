@@ -56,6 +56,33 @@ def own_connection(app):
     return psycopg2.connect(url), "%s"
 
 
+@contextlib.contextmanager
+def audit_inserts_refused(app):
+    """A trigger refuses every audit INSERT ("audit storage failed") until the block ends."""
+    conn, _ = own_connection(app)
+    if isinstance(conn, sqlite3.Connection):
+        create = ("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_event "
+                  "BEGIN SELECT RAISE(ABORT, 'audit storage failed'); END",)
+        drop = ("DROP TRIGGER IF EXISTS refuse_audit",)
+    else:
+        create = ("CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS "
+                  "$$ BEGIN RAISE EXCEPTION 'audit storage failed'; END $$",
+                  "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_event "
+                  "FOR EACH ROW EXECUTE FUNCTION refuse_audit()")
+        drop = ("DROP TRIGGER IF EXISTS refuse_audit ON audit_event",
+                "DROP FUNCTION IF EXISTS refuse_audit()")
+    try:
+        with conn:
+            for statement in create:
+                conn.cursor().execute(statement)
+        yield
+    finally:
+        with conn:
+            for statement in drop:
+                conn.cursor().execute(statement)
+        conn.close()
+
+
 def assert_sqlite_write_locks_free(app):
     """Another writer gets both of SQLite's locks at once: the writers' lock file and SQLite's own."""
     path = app.config["DATABASE_URL"][len("sqlite:///"):]

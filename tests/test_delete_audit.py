@@ -6,8 +6,8 @@ from potpie_flask.models import AuditEvent, Integration
 
 from .conftest import OWNER
 from .faults import SAVE
-from .helpers import (FULL_BODY, NEVER_EXISTED, NOT_FOUND, TIMESTAMP, create, one,
-                      own_connection, problem)
+from .helpers import (FULL_BODY, NEVER_EXISTED, NOT_FOUND, TIMESTAMP, audit_inserts_refused,
+                      create, one, problem)
 
 REDACTED = "[redacted]"
 
@@ -178,19 +178,8 @@ def test_postgresql_one_statement_write_whose_audit_insert_fails_changes_nothing
 
     # The locked path would fail on the trigger too: make sure this one did.
     monkeypatch.setattr(integrations, one_statement_of, spied)
-    conn, _ = own_connection(app)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS "
-                        "$$ BEGIN RAISE EXCEPTION 'audit storage failed'; END $$")
-            cur.execute("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_event "
-                        "FOR EACH ROW EXECUTE FUNCTION refuse_audit()")
+    with audit_inserts_refused(app):
         r = getattr(api, method)(path(saved["integration_id"]), json=body)
-    finally:
-        with conn, conn.cursor() as cur:
-            cur.execute("DROP TRIGGER IF EXISTS refuse_audit ON audit_event")
-            cur.execute("DROP FUNCTION IF EXISTS refuse_audit()")
-        conn.close()
     assert r.status_code == 500
     assert raised == [peewee.InternalError]
     verb = "save" if method == "post" else "update"

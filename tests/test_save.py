@@ -9,9 +9,9 @@ from potpie_flask.models import AuditEvent, Integration
 from .conftest import OWNER
 from .faults import SAVE
 from .helpers import (TIMESTAMP, another_writer_after, assert_deactivated_over_the_newer_row,
-                      assert_sqlite_write_locks_free,
+                      assert_sqlite_write_locks_free, audit_inserts_refused,
                       assert_one_statement_change, holding_the_write_lock_of, never_locked,
-                      never_worked_out_twice, own_connection, run_bounded)
+                      never_worked_out_twice, run_bounded)
 
 # The body of the original documentation's curl example, verbatim.
 DOCUMENTED_BODY = {
@@ -227,36 +227,9 @@ def test_a_refused_save_leaves_the_connection_usable_for_the_next_one(api, app):
         assert AuditEvent.select().count() == 2
 
 
-@pytest.fixture
-def audit_refused(app, backend):
-    """A trigger that refuses every audit INSERT, dropped after the test."""
-    conn, _ = own_connection(app)
-    if backend == "sqlite":
-        create = ("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_event "
-                  "BEGIN SELECT RAISE(ABORT, 'audit storage failed'); END",)
-        drop = ("DROP TRIGGER IF EXISTS refuse_audit",)
-    else:
-        create = ("CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS "
-                  "$$ BEGIN RAISE EXCEPTION 'audit storage failed'; END $$",
-                  "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_event "
-                  "FOR EACH ROW EXECUTE FUNCTION refuse_audit()")
-        drop = ("DROP TRIGGER IF EXISTS refuse_audit ON audit_event",
-                "DROP FUNCTION IF EXISTS refuse_audit()")
-    try:
-        with conn:
-            for statement in create:
-                conn.cursor().execute(statement)
-        yield drop
-    finally:
-        with conn:
-            for statement in drop:
-                conn.cursor().execute(statement)
-        conn.close()
-
-
-def test_a_create_whose_audit_insert_fails_writes_nothing_and_holds_no_lock(
-        api, app, backend, audit_refused):
-    r = api.save({"name": "Unaudited", "integration_type": "jira"})
+def test_a_create_whose_audit_insert_fails_writes_nothing_and_holds_no_lock(api, app, backend):
+    with audit_inserts_refused(app):
+        r = api.save({"name": "Unaudited", "integration_type": "jira"})
     assert r.status_code == 500
     assert r.get_json() == {"success": False, "data": None,
                             "error": "Failed to save integration: Internal server error"}
@@ -265,11 +238,6 @@ def test_a_create_whose_audit_insert_fails_writes_nothing_and_holds_no_lock(
         assert AuditEvent.select().count() == 0
     if backend == "sqlite":
         assert_sqlite_write_locks_free(app)
-    conn, _ = own_connection(app)
-    with conn:
-        for statement in audit_refused:
-            conn.cursor().execute(statement)
-    conn.close()
     saved = api.save({"name": "Unaudited", "integration_type": "jira"})
     assert saved.status_code == 200
     with app.app_context():

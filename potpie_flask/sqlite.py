@@ -85,7 +85,9 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
     still holds an older snapshot or still reads from the WAL (then a later checkpoint
     tries again). Writers wait for that one, so it runs once per many thousand frames,
     and on the committing thread, which holds the GIL already: on the checkpoint thread,
-    waiting for the GIL with the lock file held stalled every writer for 2-16 ms.
+    waiting for the GIL with the lock file held stalled every writer for 2-16 ms. Before
+    it asks for that pass, the thread syncs the database file itself (below), so that the
+    pass is left with little to sync.
 
     The thread can fall behind: woken late, or its fsyncs slowed by other writes to the
     same disk (the tests' writers, with a 200-frame threshold, grew the WAL to at most
@@ -123,6 +125,7 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
         # Set by the checkpoint thread when the WAL should start over: the next commit of
         # the process copies the rest of it before it releases the lock file.
         self._restart_due = False
+        self._sync_fd = None
 
     def _lock_file(self):
         # One open file per thread and process: flock excludes open files, not processes,
@@ -211,7 +214,21 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
         if self._checkpoint() > self.LOCKED_CHECKPOINT_AFTER_FRAMES:
             # What was appended meanwhile: the pass under the lock is left with little.
             self._checkpoint()
+            # SQLite syncs the database file after a pass only when the pass copied the whole
+            # WAL, which no pass does while writers append: the pages every pass copied stay
+            # unsynced until the pass under the lock, which syncs them before the WAL may be
+            # written over. Under sustained saves that sync stalled every writer for 20-33
+            # ms; synced here first, off the lock, the pass took 2.6-7.7 ms.
+            self._sync_database_file()
             self._restart_due = True
+
+    def _sync_database_file(self):
+        if self._sync_fd is None:
+            # Opened once and never closed: closing any descriptor of the file drops every
+            # POSIX lock this process holds on it, those of its SQLite connections included
+            # (fcntl locks belong to the process), and the database could be corrupted.
+            self._sync_fd = os.open(self.database, os.O_RDONLY | os.O_CLOEXEC)
+        getattr(os, "fdatasync", os.fsync)(self._sync_fd)  # macOS has no fdatasync
 
     def _wal_bytes(self):
         try:

@@ -16,7 +16,7 @@ from potpie_flask.models import Integration
 from potpie_flask.sqlite import QueuedWritersSqlite
 
 from .faults import wait_until
-from .helpers import run_bounded
+from .helpers import assert_sqlite_write_locks_free, run_bounded
 from .servers import ROOT
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -130,6 +130,37 @@ def test_a_save_whose_commit_could_not_start_the_checkpoint_thread_still_succeed
     monkeypatch.setattr(sqlite.log, "warning", lambda msg, *args: warnings.append(msg % args))
     save_past_two_checkpoints(api, app, tmp_path)
     assert warnings == ["WAL checkpoint thread did not start: can't start new thread"]
+
+
+def test_the_checkpoint_thread_syncs_the_database_file_before_the_wal_may_start_over(
+        api, app, monkeypatch):
+    # Three saves write about 30 WAL frames: past a threshold of 5, short of one of 10,000.
+    assert saved(api, 3) == [200] * 3
+    path = os.path.realpath(db_url.parse(app.config["DATABASE_URL"])["database"])
+    fdatasync, synced = os.fdatasync, []
+
+    def recording(fd):
+        # Off the lock: another writer could take both locks while the file is synced.
+        assert_sqlite_write_locks_free(app)
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), database.obj._restart_due))
+        fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", recording)
+    with app.app_context(), database.connection_context():
+        monkeypatch.setattr(QueuedWritersSqlite, "LOCKED_CHECKPOINT_AFTER_FRAMES", 10000)
+        database.obj.checkpoint_wal()
+        assert synced == [] and database.obj._restart_due is False
+        monkeypatch.setattr(QueuedWritersSqlite, "LOCKED_CHECKPOINT_AFTER_FRAMES", 5)
+        assert [api.save({"name": f"more {i}", "integration_type": "jira"}).status_code
+                for i in range(3)] == [200] * 3
+        database.obj.checkpoint_wal()
+        assert synced == [(path, False)] and database.obj._restart_due is True
+        # The next commit copies the rest of the WAL, which the save after it starts over.
+        assert [api.save({"name": f"last {i}", "integration_type": "jira"}).status_code
+                for i in range(2)] == [200, 200]
+        assert database.obj._restart_due is False
+        frames = database.execute_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+    assert 0 < frames <= 15
 
 
 def test_sqlite_itself_never_checkpoints_on_commit(app):

@@ -86,8 +86,8 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
     tries again). Writers wait for that one, so it runs once per many thousand frames,
     and on the committing thread, which holds the GIL already: on the checkpoint thread,
     waiting for the GIL with the lock file held stalled every writer for 2-16 ms. Before
-    it asks for that pass, the thread syncs the database file itself (below), so that the
-    pass is left with little to sync.
+    it asks for that pass, the thread syncs the database file through a descriptor of its
+    own (below), so that the pass is left with little to sync.
 
     The thread can fall behind: woken late, or its fsyncs slowed by other writes to the
     same disk (the tests' writers, with a 200-frame threshold, grew the WAL to at most
@@ -104,10 +104,12 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
     CHECKPOINT_EVERY = 200
     # The length past which a checkpoint ends holding the lock file, so that the WAL can
     # start over (SQLite's own automatic checkpoint threshold is 1,000 frames); the hard
-    # limit is twice it. Each such pass stalls every writer for two fsyncs; at 20,000
-    # frames (about 2,000 creates) the stalls reached 1-2% of the saves and set
-    # save-create's p99. The WAL then grows to about 180 MB under sustained saves, and
-    # a commit that finds it past 330 MB empties it.
+    # limit is twice it. Each such pass stalls every writer while it syncs: 23-33 ms until
+    # the thread synced the database file first (at 20,000 frames, about 2,000 creates,
+    # those stalls reached 1-2% of the saves and set save-create's p99), 2.2-7.7 ms since.
+    # 10,000 frames measured no different since then (bench/NOTES.md), but would halve the
+    # hard limit too. The WAL grows to about 180 MB under sustained saves, and a commit
+    # that finds it past 330 MB empties it.
     LOCKED_CHECKPOINT_AFTER_FRAMES = 40000
     # Commits of a thread between two reads of the WAL's size, with the lock file released.
     # Read after every commit, under the lock, it cost three processes saving at once 6% of
@@ -126,6 +128,8 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
         # the process copies the rest of it before it releases the lock file.
         self._restart_due = False
         self._sync_fd = None
+        # With synchronous=OFF SQLite syncs nothing, so neither does the checkpoint thread.
+        self._synchronous = str(dict(pragmas).get("synchronous", "")).upper() not in ("OFF", "0")
 
     def _lock_file(self):
         # One open file per thread and process: flock excludes open files, not processes,
@@ -217,18 +221,26 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
             # SQLite syncs the database file after a pass only when the pass copied the whole
             # WAL, which no pass does while writers append: the pages every pass copied stay
             # unsynced until the pass under the lock, which syncs them before the WAL may be
-            # written over. Under sustained saves that sync stalled every writer for 20-33
-            # ms; synced here first, off the lock, the pass took 2.6-7.7 ms.
-            self._sync_database_file()
+            # written over. Under sustained saves that sync took 20-30 ms of the pass, every
+            # writer waiting; synced here first, off the lock, the pass took 2.2-7.7 ms.
+            if self._synchronous:
+                self._sync_database_file()
             self._restart_due = True
 
     def _sync_database_file(self):
-        if self._sync_fd is None:
-            # Opened once and never closed: closing any descriptor of the file drops every
-            # POSIX lock this process holds on it, those of its SQLite connections included
-            # (fcntl locks belong to the process), and the database could be corrupted.
-            self._sync_fd = os.open(self.database, os.O_RDONLY | os.O_CLOEXEC)
-        getattr(os, "fdatasync", os.fsync)(self._sync_fd)  # macOS has no fdatasync
+        # Only time is at stake: the pass under the lock syncs the file whether or not this
+        # did, so a failure is logged and the WAL starts over all the same. A database file
+        # replaced while the service runs is not followed: syncing the old one costs time.
+        try:
+            if self._sync_fd is None:
+                # Opened once and never closed: closing any descriptor of the file drops every
+                # POSIX lock this process holds on it, those of its SQLite connections
+                # included (fcntl locks belong to the process), and the database could be
+                # corrupted.
+                self._sync_fd = os.open(self.database, os.O_RDONLY | os.O_CLOEXEC)
+            getattr(os, "fdatasync", os.fsync)(self._sync_fd)  # macOS has no fdatasync
+        except OSError as exc:
+            log.warning("database file sync before the WAL starts over failed: %s", exc)
 
     def _wal_bytes(self):
         try:

@@ -37,9 +37,9 @@ def rows_in_the_file_itself(app, tmp_path):
         return 0
 
 
-def saved(api, count):
-    """The statuses of `count` saves of new integrations."""
-    return [api.save({"name": f"n{i}", "integration_type": "jira"}).status_code
+def saved(api, count, prefix="n"):
+    """The statuses of `count` saves of new integrations, named `prefix` and a number."""
+    return [api.save({"name": f"{prefix}{i}", "integration_type": "jira"}).status_code
             for i in range(count)]
 
 
@@ -132,35 +132,86 @@ def test_a_save_whose_commit_could_not_start_the_checkpoint_thread_still_succeed
     assert warnings == ["WAL checkpoint thread did not start: can't start new thread"]
 
 
-def test_the_checkpoint_thread_syncs_the_database_file_before_the_wal_may_start_over(
-        api, app, monkeypatch):
-    # Three saves write about 30 WAL frames: past a threshold of 5, short of one of 10,000.
-    assert saved(api, 3) == [200] * 3
-    path = os.path.realpath(db_url.parse(app.config["DATABASE_URL"])["database"])
+@pytest.fixture
+def recorded_syncs(monkeypatch):
+    """Every os.fdatasync of this process, as (path, the database's restart due), then done."""
     fdatasync, synced = os.fdatasync, []
 
     def recording(fd):
-        # Off the lock: another writer could take both locks while the file is synced.
-        assert_sqlite_write_locks_free(app)
         synced.append((os.readlink(f"/proc/self/fd/{fd}"), database.obj._restart_due))
         fdatasync(fd)
 
     monkeypatch.setattr(os, "fdatasync", recording)
+    return synced
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd (Linux)")
+def test_the_checkpoint_thread_syncs_the_database_file_before_the_wal_may_start_over(
+        api, app, monkeypatch, recorded_syncs):
+    # Three saves write about 20 WAL frames: past a threshold of 5, short of one of 10,000.
+    assert saved(api, 3, "first ") == [200] * 3
+    path = os.path.realpath(db_url.parse(app.config["DATABASE_URL"])["database"])
+    sync = QueuedWritersSqlite._sync_database_file
+
+    def off_the_lock(self):
+        # Another writer could take both locks while the file is synced.
+        assert_sqlite_write_locks_free(app)
+        sync(self)
+
+    monkeypatch.setattr(QueuedWritersSqlite, "_sync_database_file", off_the_lock)
     with app.app_context(), database.connection_context():
         monkeypatch.setattr(QueuedWritersSqlite, "LOCKED_CHECKPOINT_AFTER_FRAMES", 10000)
         database.obj.checkpoint_wal()
-        assert synced == [] and database.obj._restart_due is False
+        assert recorded_syncs == [] and database.obj._restart_due is False
         monkeypatch.setattr(QueuedWritersSqlite, "LOCKED_CHECKPOINT_AFTER_FRAMES", 5)
-        assert [api.save({"name": f"more {i}", "integration_type": "jira"}).status_code
-                for i in range(3)] == [200] * 3
-        database.obj.checkpoint_wal()
-        assert synced == [(path, False)] and database.obj._restart_due is True
-        # The next commit copies the rest of the WAL, which the save after it starts over.
-        assert [api.save({"name": f"last {i}", "integration_type": "jira"}).status_code
-                for i in range(2)] == [200, 200]
+        for round_ in range(2):
+            assert saved(api, 3, f"more {round_} ") == [200] * 3
+            database.obj.checkpoint_wal()
+            assert recorded_syncs == [(path, False)] * (round_ + 1)
+            assert database.obj._restart_due is True
+            # Still open: closing it would have dropped SQLite's locks on the file.
+            assert os.readlink(f"/proc/self/fd/{database.obj._sync_fd}") == path
+            # The next commit runs the pass under the lock that the restart was due for.
+            assert saved(api, 1, f"last {round_} ") == [200]
+            assert database.obj._restart_due is False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd (Linux)")
+def test_a_failed_sync_is_logged_and_the_wal_starts_over_all_the_same(
+        api, app, monkeypatch, recorded_syncs):
+    warnings = []
+    monkeypatch.setattr(sqlite.log, "warning", lambda msg, *args: warnings.append(msg % args))
+    monkeypatch.setattr(QueuedWritersSqlite, "LOCKED_CHECKPOINT_AFTER_FRAMES", 5)
+    assert saved(api, 3, "first ") == [200] * 3
+    with app.app_context(), database.connection_context():
+        database.obj.database += ".gone"  # what the descriptor is opened on, and nothing else
+        try:
+            database.obj.checkpoint_wal()
+        finally:
+            database.obj.database = database.obj.database[:-len(".gone")]
+        assert database.obj._restart_due is True
+        assert recorded_syncs == []
+        assert len(warnings) == 1 and warnings[0].startswith(
+            "database file sync before the WAL starts over failed: [Errno 2]")
+        assert saved(api, 1, "after ") == [200]
         assert database.obj._restart_due is False
-        frames = database.execute_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
-    assert 0 < frames <= 15
+
+
+@pytest.fixture
+def synchronous_off(monkeypatch):
+    """POTPIE_SQLITE_SYNCHRONOUS=OFF for the app (before `app`)."""
+    monkeypatch.setenv("POTPIE_SQLITE_SYNCHRONOUS", "OFF")
+
+
+def test_with_synchronous_off_the_checkpoint_thread_syncs_nothing(
+        synchronous_off, api, app, monkeypatch, recorded_syncs):
+    monkeypatch.setattr(QueuedWritersSqlite, "LOCKED_CHECKPOINT_AFTER_FRAMES", 0)
+    assert saved(api, 1) == [200]
+    with app.app_context(), database.connection_context():
+        assert database.execute_sql("PRAGMA synchronous").fetchone() == (0,)
+        database.obj.checkpoint_wal()
+        assert database.obj._restart_due is True
+    assert recorded_syncs == []
 
 
 def test_sqlite_itself_never_checkpoints_on_commit(app):

@@ -144,6 +144,8 @@ def test_a_save_whose_commit_could_not_start_the_checkpoint_thread_still_succeed
 @pytest.fixture
 def recorded_syncs(monkeypatch):
     """Every os.fdatasync of this process, as (path, the database's restart due), then done."""
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("reads /proc/self/fd (Linux)")
     fdatasync, synced = os.fdatasync, []
 
     def recording(fd):
@@ -154,7 +156,6 @@ def recorded_syncs(monkeypatch):
     return synced
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd (Linux)")
 def test_the_checkpoint_thread_syncs_the_database_file_before_the_wal_may_start_over(
         api, app, monkeypatch, recorded_syncs):
     # Three saves write about 20 WAL frames: past a threshold of 5, short of one of 10,000.
@@ -185,7 +186,6 @@ def test_the_checkpoint_thread_syncs_the_database_file_before_the_wal_may_start_
             assert database.obj._restart_due is False
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd (Linux)")
 def test_a_failed_sync_is_logged_and_the_wal_starts_over_all_the_same(
         api, app, monkeypatch, recorded_syncs):
     warnings = []

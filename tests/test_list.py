@@ -4,6 +4,7 @@ import datetime as dt
 import pytest
 
 from potpie_flask import representation
+from potpie_flask.db import database
 from potpie_flask.models import Integration
 
 from .helpers import LIST, create, problem
@@ -105,6 +106,28 @@ def test_limit_and_offset_page_through_with_the_total(api):
     assert r.get_json() == {"success": True, "data": [], "error": None,
                             "pagination": {"limit": 50, "offset": 10, "total": 5}}
     assert api.get(LIST + "?limit=200").get_json()["pagination"]["limit"] == 200
+
+
+def test_a_page_is_read_with_its_total_in_one_statement(api, monkeypatch):
+    for i in range(3):
+        create(api, name=f"I{i}", integration_type="linear")
+    sent = []
+    database_class = type(database.obj)
+    execute_sql = database_class.execute_sql
+
+    def recorded(self, sql, params=None, *args, **kwargs):
+        sent.append(sql)
+        return execute_sql(self, sql, params, *args, **kwargs)
+
+    monkeypatch.setattr(database_class, "execute_sql", recorded)
+    r = api.get(LIST + "?limit=2&status=active")
+    assert (_names(r), r.get_json()["pagination"]["total"]) == (["I2", "I1"], 3)
+    assert len(sent) == 2  # the key lookup, then the page with its total
+    del sent[:]
+    # A page past the end has no row to carry the total: it is counted on its own.
+    r = api.get(LIST + "?offset=3&status=active")
+    assert (_names(r), r.get_json()["pagination"]["total"]) == ([], 3)
+    assert len(sent) == 3
 
 
 @pytest.mark.parametrize("query, problems", [

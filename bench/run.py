@@ -7,7 +7,9 @@ It makes its own data (a fresh instance folder, keys through the CLI, 100,000
 integrations over 1,000 owners), starts the service with the project's
 gunicorn.conf.py on a free loopback port, drives each scenario with wrk (pinned
 to one core with taskset where available), each between two runs of /healthz (the
-mean of which is its ratio's ceiling), and prints one table per backend.
+mean of which is its ratio's ceiling), and prints one table per backend, headed by what it
+read of the host: how fast a Python loop ran, on PostgreSQL a round trip and a commit's
+latency, and how much CPU the hypervisor stole during the run.
 It asserts nothing: the figures are for the README, bench/NOTES.md and the issue notes.
 """
 import argparse
@@ -17,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -142,6 +145,48 @@ def parse_wrk(out):
             "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
+def python_loop_ns(iterations=2_000_000):
+    """The host's speed for Python itself: ns an iteration of a bare counting loop."""
+    i, start = 0, time.perf_counter()
+    while i < iterations:
+        i += 1
+    return (time.perf_counter() - start) / iterations * 1e9
+
+
+def cpu_ticks():
+    """The host's CPU time so far, by /proc/stat's first eight fields (user ... steal)."""
+    return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
+def stolen_and_iowait(before, after):
+    """Percentages of the CPU time between two cpu_ticks() stolen by the hypervisor, and idle on I/O."""
+    spent = [b - a for a, b in zip(before, after)]
+    total = sum(spent) or 1
+    return spent[7] / total * 100, spent[4] / total * 100
+
+
+def postgresql_latencies(url):
+    """µs of a SELECT 1 round trip, and of a one-row UPDATE committed (a WAL flush each)."""
+    def mean_us(run, times):
+        start = time.perf_counter()
+        for _ in range(times):
+            run()
+        return (time.perf_counter() - start) / times * 1e6
+
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE bench_probe (id int PRIMARY KEY, n int NOT NULL)")
+            cur.execute("INSERT INTO bench_probe VALUES (1, 0)")
+            round_trip = mean_us(lambda: cur.execute("SELECT 1"), 500)
+            commit = mean_us(lambda: cur.execute("UPDATE bench_probe SET n = n + 1"), 200)
+            cur.execute("DROP TABLE bench_probe")
+    finally:
+        conn.close()
+    return round_trip, commit
+
+
 def worker_pids(server):
     """The gunicorn workers: the master's children."""
     return Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()
@@ -166,8 +211,11 @@ def warm_up(server, key, one_id, count):
                        {"name": f"warm {uuid.uuid4()}", "integration_type": "slack"}, key)
 
 
-def run_backend(label, env, args):
+def run_backend(label, env, args, host=""):
+    """Seed, serve and measure one backend; print its table. `host`: what was read of the host."""
+    loop_ns = python_loop_ns()
     keys = seeded_keys(env)
+    ticks = cpu_ticks()
     key, list_key = keys["bench_owner"], keys["bench_list"]
     with Gunicorn(env, workers=None) as server:
         one = server.request("POST", "/api/v2/integrations/save",
@@ -209,8 +257,12 @@ def run_backend(label, env, args):
             served += wrk(server.url + one_path, "get.lua", args.duration, args.connections,
                           writer)["count"]
         rss_end = worker_rss(server)
+    stolen, iowait = stolen_and_iowait(ticks, cpu_ticks())
     print(f"\n{label} ({args.connections} connections, {args.duration}s each, "
           f"{len(rss_start)} gunicorn workers)")
+    # The host's state, to read the ratios by: its speed moves them from run to run.
+    print(f"host: a Python loop ran {loop_ns:.0f} ns an iteration before the run{host}; over "
+          f"the run the CPU was {stolen:.1f}% stolen by the hypervisor, {iowait:.1f}% idle on I/O")
     print("| scenario | req/s | p50 ms | p99 ms | /healthz before, after, req/s | ratio | non-2xx |")
     print("|---|---|---|---|---|---|---|")
     rates = [c["rps"] for c in ceilings]
@@ -284,7 +336,9 @@ def run_postgresql(base, tmp, args):
         cur.execute(f'CREATE DATABASE "{name}"')
     try:
         env = dict(postgresql_env(base, tmp), DATABASE_URL=database_url(args.pg, name))
-        run_backend("PostgreSQL", env, args)
+        round_trip, commit = postgresql_latencies(env["DATABASE_URL"])
+        run_backend("PostgreSQL", env, args, f"; a SELECT 1 round trip took {round_trip:.0f} µs "
+                    f"and a one-row UPDATE committed {commit:.0f} µs")
     finally:
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

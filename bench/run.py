@@ -9,7 +9,8 @@ gunicorn.conf.py on a free loopback port, drives each scenario with wrk (pinned
 to one core with taskset where available), each between two runs of /healthz (the
 mean of which is its ratio's ceiling), and prints one table per backend, headed by what it
 read of the host: how fast a Python loop ran, on PostgreSQL a round trip and a commit's
-latency, and how much CPU the hypervisor stole during the run.
+latency, and how much of the CPU the hypervisor stole, and how much sat idle on I/O, during
+the run.
 It asserts nothing: the figures are for the README, bench/NOTES.md and the issue notes.
 """
 import argparse
@@ -166,7 +167,8 @@ def stolen_and_iowait(before, after):
 
 
 def postgresql_latencies(url):
-    """µs of a SELECT 1 round trip, and of a one-row UPDATE committed (a WAL flush each)."""
+    """µs of a SELECT 1 round trip, and of a one-row UPDATE committed (a WAL flush each, with
+    PostgreSQL's default synchronous_commit)."""
     def mean_us(run, times):
         start = time.perf_counter()
         for _ in range(times):

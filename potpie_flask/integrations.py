@@ -120,8 +120,8 @@ LIST_FILTERS = ("integration_type", "status", "active", "org_slug")
 # the name's key are never shown, so they are not fetched 50 times either.
 _LISTED_COLUMNS = [field for field in Integration._meta.sorted_fields
                    if field.name not in ("credentials", "name_key")]
-# (page with total, total alone) statements per combination of filters given, built when
-# first asked for.
+# (page with total, total alone) per combination of filters given: built on first use, so
+# that a request only binds its values (building SQL costs more than running it).
 _LISTS = {}
 
 
@@ -152,7 +152,10 @@ def _list_statements(keys):
 
 
 def list_integrations(owner, filters, limit, offset):
-    """One page of the owner's integrations, newest first, as column values; and the total."""
+    """One page of the owner's integrations, newest first, as column values; and the total.
+
+    Each record also holds the total, under "total", which no representation reads.
+    """
     keys = tuple(key for key in LIST_FILTERS if key in filters)
     if keys not in _LISTS:
         _LISTS[keys] = _list_statements(keys)

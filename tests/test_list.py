@@ -108,9 +108,12 @@ def test_limit_and_offset_page_through_with_the_total(api):
     assert api.get(LIST + "?limit=200").get_json()["pagination"]["limit"] == 200
 
 
-def test_a_page_is_read_with_its_total_in_one_statement(api, monkeypatch):
+def test_a_page_is_read_with_its_total_in_one_statement(api, other_api, monkeypatch):
     for i in range(3):
         create(api, name=f"I{i}", integration_type="linear")
+    # Rows the total must leave out: another status, another owner.
+    create(api, name="Paused", integration_type="linear", status="inactive")
+    create(other_api, name="I9", integration_type="linear")
     sent = []
     database_class = type(database.obj)
     execute_sql = database_class.execute_sql

@@ -26,6 +26,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg2
+import psycopg2.errors
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -113,7 +114,31 @@ def seeded_keys(env):
     keys = {owner: flask_cli(env, "keys", "create", "--user-id", owner).split()[-1]
             for owner in ("bench_owner", "bench_list")}
     seed(env, "bench_list")
+    settle(env)
     return keys
+
+
+def settle(env):
+    """Flush the seed to disk, and on PostgreSQL do what autovacuum would have done by now.
+
+    This machine's PostgreSQL runs with autovacuum off: a database seeded just now has no
+    planner statistics and no visibility map, so its list pages were sorted after a bitmap
+    scan instead of read off the index in order (0.43 ms against 0.24 a page). A deployed
+    database has both. The CHECKPOINT writes the seed's pages before any scenario starts
+    rather than during one.
+    """
+    url = env.get("DATABASE_URL", "")
+    if url.startswith("postgres"):
+        conn = psycopg2.connect(url)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("VACUUM ANALYZE")
+            try:
+                cur.execute("CHECKPOINT")
+            except psycopg2.errors.InsufficientPrivilege:
+                pass  # only a superuser or pg_checkpoint may; the seed is then written later
+        conn.close()
+    os.sync()
 
 
 def wrk(url, script, duration, connections, env_vars):

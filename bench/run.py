@@ -4,7 +4,8 @@ Usage: .venv/bin/python bench/run.py [--pg URL] [--duration 10] [--connections 3
                                      [--sqlite-only] [--limiter [--redis URL]]
 
 It makes its own data (a fresh instance folder, keys through the CLI, 100,000
-integrations over 1,000 owners), starts the service with the project's
+integrations over 1,000 owners; on PostgreSQL vacuumed and analyzed, as autovacuum would
+have by then), starts the service with the project's
 gunicorn.conf.py on a free loopback port, drives each scenario with wrk (pinned
 to one core with taskset where available), each between two runs of /healthz (the
 mean of which is its ratio's ceiling), and prints one table per backend, headed by what it
@@ -14,6 +15,7 @@ the run.
 It asserts nothing: the figures are for the README, bench/NOTES.md and the issue notes.
 """
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -118,6 +120,18 @@ def seeded_keys(env):
     return keys
 
 
+@contextlib.contextmanager
+def autocommit(url):
+    """A psycopg2 connection to `url` outside any transaction (as VACUUM and CREATE DATABASE
+    must run), closed afterwards."""
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
 def settle(env):
     """Flush the seed to disk, and on PostgreSQL do what autovacuum would have done by now.
 
@@ -129,15 +143,12 @@ def settle(env):
     """
     url = env.get("DATABASE_URL", "")
     if url.startswith("postgres"):
-        conn = psycopg2.connect(url)
-        conn.autocommit = True
-        with conn.cursor() as cur:
+        with autocommit(url) as conn, conn.cursor() as cur:
             cur.execute("VACUUM ANALYZE")
             try:
                 cur.execute("CHECKPOINT")
             except psycopg2.errors.InsufficientPrivilege:
                 pass  # only a superuser or pg_checkpoint may; the seed is then written later
-        conn.close()
     os.sync()
 
 
@@ -200,17 +211,12 @@ def postgresql_latencies(url):
             run()
         return (time.perf_counter() - start) / times * 1e6
 
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute("CREATE TABLE bench_probe (id int PRIMARY KEY, n int NOT NULL)")
-            cur.execute("INSERT INTO bench_probe VALUES (1, 0)")
-            round_trip = mean_us(lambda: cur.execute("SELECT 1"), 500)
-            commit = mean_us(lambda: cur.execute("UPDATE bench_probe SET n = n + 1"), 200)
-            cur.execute("DROP TABLE bench_probe")
-    finally:
-        conn.close()
+    with autocommit(url) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE bench_probe (id int PRIMARY KEY, n int NOT NULL)")
+        cur.execute("INSERT INTO bench_probe VALUES (1, 0)")
+        round_trip = mean_us(lambda: cur.execute("SELECT 1"), 500)
+        commit = mean_us(lambda: cur.execute("UPDATE bench_probe SET n = n + 1"), 200)
+        cur.execute("DROP TABLE bench_probe")
     return round_trip, commit
 
 
@@ -357,19 +363,17 @@ def main():
 
 def run_postgresql(base, tmp, args):
     name = f"potpie_bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(args.pg)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        env = dict(postgresql_env(base, tmp), DATABASE_URL=database_url(args.pg, name))
-        round_trip, commit = postgresql_latencies(env["DATABASE_URL"])
-        run_backend("PostgreSQL", env, args, f"; a SELECT 1 round trip took {round_trip:.0f} µs "
-                    f"and a one-row UPDATE committed {commit:.0f} µs")
-    finally:
+    with autocommit(args.pg) as admin:
         with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+            cur.execute(f'CREATE DATABASE "{name}"')
+        try:
+            env = dict(postgresql_env(base, tmp), DATABASE_URL=database_url(args.pg, name))
+            round_trip, commit = postgresql_latencies(env["DATABASE_URL"])
+            run_backend("PostgreSQL", env, args, f"; a SELECT 1 round trip took "
+                        f"{round_trip:.0f} µs and a one-row UPDATE committed {commit:.0f} µs")
+        finally:
+            with admin.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

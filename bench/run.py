@@ -33,6 +33,7 @@ import psycopg2.errors
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from potpie_flask.db import is_postgresql  # noqa: E402
 from tests.servers import Gunicorn, flask_cli  # noqa: E402  (the tests' server helper)
 
 LUA = Path(__file__).resolve().parent / "lua"
@@ -107,7 +108,7 @@ def database_url(url, name):
 
 
 def seeded_keys(env):
-    """Schema, keys and the seeded rows in the database `env` names; returns the keys by owner.
+    """Schema, keys and the seeded rows in the database `env` names, settled; the keys by owner.
 
     The list scenario reads bench_list, which holds exactly LIST_OWNER_SIZE integrations
     whatever the save scenarios add to bench_owner.
@@ -142,7 +143,7 @@ def settle(env):
     rather than during one.
     """
     url = env.get("DATABASE_URL", "")
-    if url.startswith("postgres"):
+    if is_postgresql(url):
         with autocommit(url) as conn, conn.cursor() as cur:
             cur.execute("VACUUM ANALYZE")
             try:

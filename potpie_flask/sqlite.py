@@ -2,6 +2,7 @@
 import fcntl
 import logging
 import os
+import signal
 import threading
 import time
 
@@ -9,7 +10,8 @@ import peewee
 
 log = logging.getLogger("potpie_flask")
 
-# Polling the lock file: first wait, and the longest (SQLite's own loop waits 1, 2, 5... ms).
+# Polling the lock file (outside the main thread): first wait, and the longest (SQLite's own
+# loop waits 1, 2, 5... ms).
 _FIRST_WAIT = 0.00005
 _LONGEST_WAIT = 0.001
 # A WAL frame: a page (SQLite's default 4 KiB, which this service never changes) and its header.
@@ -49,6 +51,8 @@ class _Checkpoints:
         self._due.set()
 
     def _run(self, due):
+        # A writer's alarm (_lock_within) must interrupt the writer's wait, not this thread.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
         while True:
             due.wait()
             due.clear()
@@ -64,9 +68,10 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
     A writer that finds SQLite locked sleeps and retries after 1, 2, 5, 10... ms, so
     gunicorn workers saving at once lose more time per collision than the transaction
     they wait for takes. Every transaction here first takes an exclusive flock on
-    `<database>-writers.lock`, polled from 50 µs up to every 1 ms and given up after
-    the busy timeout (OperationalError, a 503). A killed holder's lock is released by
-    the kernel. SQLite's busy timeout also still bounds the wait for anyone else
+    `<database>-writers.lock`, given up after the busy timeout (OperationalError, a
+    503). The main thread (a gunicorn sync worker's) blocks on it, its wait ended by an
+    alarm at the timeout; other threads, or a process that uses SIGALRM itself, poll it
+    from 50 µs up to every 1 ms. A killed holder's lock is released by the kernel. SQLite's busy timeout also still bounds the wait for anyone else
     holding SQLite's own lock (the sqlite3 shell, a backup).
 
     SQLite would checkpoint the WAL inside the COMMIT that crosses its threshold,
@@ -161,7 +166,13 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
             except BlockingIOError:
                 return False
 
-        if not self._poll(lock):
+        if lock():
+            return
+        if self._lock_timeout > 0 and _alarm_is_free():
+            taken = _lock_within(lock_file, self._lock_timeout)
+        else:
+            taken = self._poll(lock)
+        if not taken:
             raise peewee.OperationalError("database is locked")
 
     def _release(self):
@@ -297,3 +308,44 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
             super().rollback()
         finally:
             self._release()
+
+
+class _AlarmRang(Exception):
+    """SIGALRM ended a wait for the lock file."""
+
+
+def _ring(signum, frame):
+    raise _AlarmRang()
+
+
+def _alarm_is_free():
+    """True when this thread may end a blocking wait with SIGALRM: the main one, and nobody else's."""
+    return (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGALRM) == signal.SIG_DFL)
+
+
+def _lock_within(lock_file, timeout):
+    """Block on the lock file for at most `timeout` seconds; True when this thread took it.
+
+    The kernel wakes a blocked writer as soon as the lock is released, where a poller
+    sleeps on: servers taking turns, SQLite's one-row PATCH 0.474 of /healthz against
+    0.438 polled, save-create 0.437 against 0.421 (bench/NOTES.md). flock has no
+    timeout, so an alarm ends the wait: Python runs signal handlers in the main thread
+    only, and the process's other threads block SIGALRM (the checkpoint thread does).
+    """
+    try:
+        signal.signal(signal.SIGALRM, _ring)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            return True
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    except _AlarmRang:
+        # It may have rung after the lock was taken, or inside the `finally` above: the
+        # lock is given back and the alarm put away again (it rings once, so this is the end).
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        fcntl.flock(lock_file, fcntl.LOCK_UN)
+        return False

@@ -6,12 +6,15 @@ SPEC section 4: an unreachable or locked database answers 503 with Retry-After a
 restart and without an error from a connection that died in the pool.
 """
 import fcntl
+import os
+import signal
 import sqlite3
+import threading
 import time
 
 import pytest
 
-from .faults import SAVE, pg_address, post_json, workers
+from .faults import SAVE, pg_address, post_json, wait_until, workers
 from .proxy import TcpProxy
 from .servers import Gunicorn, server_env
 
@@ -148,4 +151,94 @@ def test_sqlite_writer_waiting_for_another_worker_past_the_busy_timeout_gives_50
         assert_unavailable(r.status_code, r.get_json(), r.headers)
         assert time.monotonic() - started < 5
         assert api.get("/api/v2/integrations").get_json()["pagination"]["total"] == 1
+    # The alarm that ended the wait is put away.
+    assert signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     assert api.save(body(2)).status_code == 200
+
+
+def writers_lock_path(app):
+    return app.config["DATABASE_URL"][len("sqlite:///"):] + "-writers.lock"
+
+
+def blocked_on(path):
+    """True when /proc/locks shows a process blocked in the kernel on the flock of `path`."""
+    inode = f":{os.stat(path).st_ino}"
+    with open("/proc/locks") as fh:
+        return any("->" in line and any(field.endswith(inode) for field in line.split())
+                   for line in fh)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="reads /proc/locks (Linux only)")
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_sqlite_writer_in_the_main_thread_blocks_until_the_lock_is_released(app, api):
+    # A poller sleeps on after the lock is released; a writer blocked in the kernel is woken.
+    lock_path = writers_lock_path(app)
+    assert api.save(body(1)).status_code == 200
+    seen = []
+    with open(lock_path, "ab") as other_worker:
+        fcntl.flock(other_worker, fcntl.LOCK_EX)
+
+        def release_once_waited_for():
+            try:
+                seen.append(wait_until(lambda: blocked_on(lock_path), 10, "a blocked writer"))
+            finally:
+                fcntl.flock(other_worker, fcntl.LOCK_UN)
+
+        releaser = threading.Thread(target=release_once_waited_for)
+        releaser.start()
+        r = api.save(body(2))
+        releaser.join(20)
+    assert seen == [True]
+    assert r.status_code == 200, r.get_json()
+    assert signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert api.get("/api/v2/integrations").get_json()["pagination"]["total"] == 2
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_sqlite_writer_leaves_a_sigalrm_in_use_alone_and_polls(short_busy_timeout, app, api):
+    rang = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: rang.append(signum))
+    signal.setitimer(signal.ITIMER_REAL, 600)
+    try:
+        handler = signal.getsignal(signal.SIGALRM)
+        with open(writers_lock_path(app), "ab") as other_worker:
+            fcntl.flock(other_worker, fcntl.LOCK_EX)
+            r = api.save(body(1))
+        assert_unavailable(r.status_code, r.get_json(), r.headers)
+        assert signal.getsignal(signal.SIGALRM) is handler
+        assert 500 < signal.getitimer(signal.ITIMER_REAL)[0] <= 600
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert rang == []
+    assert api.save(body(1)).status_code == 200
+
+
+@pytest.fixture
+def no_busy_timeout(monkeypatch):
+    """SQLite writers never wait for the lock (ask for it before `app`)."""
+    monkeypatch.setenv("POTPIE_SQLITE_BUSY_TIMEOUT_MS", "0")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_sqlite_writer_with_no_busy_timeout_answers_503_at_once(no_busy_timeout, app, api):
+    assert app.config["SQLITE_BUSY_TIMEOUT_MS"] == 0
+    done = threading.Event()
+    with open(writers_lock_path(app), "ab") as other_worker:
+        fcntl.flock(other_worker, fcntl.LOCK_EX)
+
+        def release_should_it_block():
+            # Bounds the test: a writer that blocked would take the lock now and answer 200.
+            if not done.wait(10):
+                fcntl.flock(other_worker, fcntl.LOCK_UN)
+
+        releaser = threading.Thread(target=release_should_it_block)
+        releaser.start()
+        try:
+            r = api.save(body(1))
+        finally:
+            done.set()
+            releaser.join(20)
+    assert_unavailable(r.status_code, r.get_json(), r.headers)

@@ -1,6 +1,8 @@
 """The embedded SQLite database: writers queue on a lock file; the WAL is checkpointed, bounded."""
 import os
+import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -90,6 +92,23 @@ def test_a_save_never_waits_for_a_checkpoint(api, app, tmp_path, monkeypatch):
         finish.set()
     wait_until(lambda: rows_in_the_file_itself(app, tmp_path) == saves, 10,
                "the checkpoint to finish")
+
+
+def blocks_sigalrm(thread):
+    with open(f"/proc/self/task/{thread.native_id}/status") as fh:
+        mask = int(re.search(r"SigBlk:\s+([0-9a-f]+)", fh.read()).group(1), 16)
+    return bool(mask >> (signal.SIGALRM - 1) & 1)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc (Linux only)")
+def test_the_checkpoint_thread_leaves_sigalrm_to_a_writer_waiting_for_the_lock(api):
+    # The alarm that ends a writer's wait (sqlite._lock_within) must interrupt that wait.
+    saved_until_a_checkpoint_is_asked(api, "n")
+    checkpointers = [thread for thread in threading.enumerate()
+                     if thread.name == "potpie-sqlite-checkpoints"]
+    assert checkpointers
+    wait_until(lambda: all(map(blocks_sigalrm, checkpointers)), 10, "SIGALRM blocked")
+    assert not blocks_sigalrm(threading.main_thread())
 
 
 def test_a_failed_checkpoint_is_logged_and_the_next_one_runs(api, app, tmp_path, monkeypatch):

@@ -1,15 +1,23 @@
 """gunicorn settings for potpie-flask: `gunicorn wsgi:app -c gunicorn.conf.py`."""
 import os
 
+import potpie_flask
+
 bind = "{}:{}".format(os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000"))
-# Sync workers: one request each, no threads. One per core plus one, so that a core is not
-# left idle while a worker waits for the database (a PostgreSQL round trip, SQLite's write
-# lock). Measured on the 2-core benchmark machine, servers taking turns (bench/NOTES.md):
-# save-create's ratio to /healthz with 3 workers against 2 was 0.423-0.431 against
-# 0.405-0.411 on SQLite; against 4, 0.407 against 0.377; on PostgreSQL against 5, 0.260
-# against 0.243 (a worker holding SQLite's write lock gets preempted; PostgreSQL's own
-# processes need the same cores).
-workers = int(os.environ.get("WEB_CONCURRENCY", (os.cpu_count() or 1) + 1))
+# Sync workers: one request each, no threads. One per core plus one on SQLite, plus two on
+# PostgreSQL, so that no core sits idle while workers wait for the database (a round trip;
+# on PostgreSQL also a COMMIT's flush to disk: with three workers on the 2-core benchmark
+# machine, 7-8% of the CPU sat idle under PostgreSQL's writes, 3-5% with four). Measured
+# there with servers taking turns (bench/NOTES.md), ratios to /healthz:
+# - SQLite save-create: 3 workers 0.423-0.431 against 2 workers' 0.405-0.411, and 0.430
+#   against 4 workers' 0.418 (a worker holding SQLite's write lock gets preempted);
+# - PostgreSQL: 4 workers against 3, save-create 0.291 against 0.286, one-row PATCH 0.278
+#   against 0.266, GET one 0.535 against 0.543; 5 against 3, save-create 0.243 against
+#   0.260 (PostgreSQL's own processes need the same cores).
+# Reading the configuration here opens no database: the workers connect after the fork.
+_cores = os.cpu_count() or 1
+workers = int(os.environ.get("WEB_CONCURRENCY")
+              or _cores + (2 if potpie_flask.serves_postgresql() else 1))
 worker_class = "sync"
 # No preload: the PostgreSQL pool and SQLite connections are not fork-safe, so every
 # worker imports the app and opens its own connections after the fork.

@@ -9,21 +9,7 @@ from .json_provider import OrjsonProvider
 
 def create_app(test_config=None):
     """Build the application: package defaults < instance/config.py < POTPIE_* < test_config."""
-    instance_path = os.environ.get("POTPIE_INSTANCE_PATH") or None
-    app = Flask(
-        __name__,
-        instance_relative_config=True,
-        instance_path=os.path.abspath(instance_path) if instance_path else None,
-    )
-    app.config.from_object("potpie_flask.config")
-    app.config.from_pyfile("config.py", silent=True)
-    app.config.from_prefixed_env("POTPIE")
-    # Read verbatim: from_prefixed_env would parse it as JSON.
-    if os.environ.get("DATABASE_URL"):
-        app.config["DATABASE_URL"] = os.environ["DATABASE_URL"]
-    if test_config:
-        app.config.update(test_config)
-    app.config.setdefault("DATABASE_URL", db.default_url(app.instance_path))
+    app = configured_flask(test_config)
     os.makedirs(app.instance_path, exist_ok=True)
     app.json = OrjsonProvider(app)
     app.json.sort_keys = False
@@ -44,6 +30,31 @@ def create_app(test_config=None):
     if embedded:
         _upgrade_embedded_database()
     return app
+
+
+def configured_flask(test_config=None):
+    """A Flask app holding the service's configuration, and nothing else: no database, no routes."""
+    instance_path = os.environ.get("POTPIE_INSTANCE_PATH") or None
+    app = Flask(
+        __name__,
+        instance_relative_config=True,
+        instance_path=os.path.abspath(instance_path) if instance_path else None,
+    )
+    app.config.from_object("potpie_flask.config")
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.from_prefixed_env("POTPIE")
+    # Read verbatim: from_prefixed_env would parse it as JSON.
+    if os.environ.get("DATABASE_URL"):
+        app.config["DATABASE_URL"] = os.environ["DATABASE_URL"]
+    if test_config:
+        app.config.update(test_config)
+    app.config.setdefault("DATABASE_URL", db.default_url(app.instance_path))
+    return app
+
+
+def serves_postgresql():
+    """True when the configuration, as create_app reads it, names a PostgreSQL database."""
+    return db.is_postgresql(configured_flask().config["DATABASE_URL"])
 
 
 def _vault(app, create_key_file):

@@ -71,8 +71,9 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
     `<database>-writers.lock`, given up after the busy timeout (OperationalError, a
     503). The main thread (a gunicorn sync worker's) blocks on it, its wait ended by an
     alarm at the timeout; other threads, or a process that uses SIGALRM itself, poll it
-    from 50 µs up to every 1 ms. A killed holder's lock is released by the kernel. SQLite's busy timeout also still bounds the wait for anyone else
-    holding SQLite's own lock (the sqlite3 shell, a backup).
+    from 50 µs up to every 1 ms. A killed holder's lock is released by the kernel.
+    SQLite's busy timeout also still bounds the wait for anyone else holding SQLite's own
+    lock (the sqlite3 shell, a backup).
 
     SQLite would checkpoint the WAL inside the COMMIT that crosses its threshold,
     with the lock file still held, stalling every writer for the checkpoint's fsyncs.
@@ -340,12 +341,15 @@ def _lock_within(lock_file, timeout):
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             return True
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            _put_alarm_away()
     except _AlarmRang:
         # It may have rung after the lock was taken, or inside the `finally` above: the
         # lock is given back and the alarm put away again (it rings once, so this is the end).
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        _put_alarm_away()
         fcntl.flock(lock_file, fcntl.LOCK_UN)
         return False
+
+
+def _put_alarm_away():
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)

@@ -119,6 +119,10 @@ def test_outage_through_gunicorn(api_key, proxy, instance_path, db_settings, tmp
     assert "WORKER TIMEOUT" not in log and "Traceback" not in log
 
 
+def writers_lock_path(app):
+    return app.config["DATABASE_URL"][len("sqlite:///"):] + "-writers.lock"
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_sqlite_writer_holding_the_lock_past_the_busy_timeout_gives_503(
         short_busy_timeout, app, api, client):
@@ -142,7 +146,7 @@ def test_sqlite_writer_holding_the_lock_past_the_busy_timeout_gives_503(
 def test_sqlite_writer_waiting_for_another_worker_past_the_busy_timeout_gives_503(
         short_busy_timeout, app, api):
     # Another worker's transaction holds the writers' lock file (its own open file).
-    lock_path = app.config["DATABASE_URL"][len("sqlite:///"):] + "-writers.lock"
+    lock_path = writers_lock_path(app)
     assert api.save(body(1)).status_code == 200
     with open(lock_path, "ab") as other_worker:
         fcntl.flock(other_worker, fcntl.LOCK_EX)
@@ -155,10 +159,6 @@ def test_sqlite_writer_waiting_for_another_worker_past_the_busy_timeout_gives_50
     assert signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     assert api.save(body(2)).status_code == 200
-
-
-def writers_lock_path(app):
-    return app.config["DATABASE_URL"][len("sqlite:///"):] + "-writers.lock"
 
 
 def blocked_on(path):

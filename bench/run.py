@@ -9,7 +9,7 @@ have by then), starts the service with the project's
 gunicorn.conf.py on a free loopback port, drives each scenario with wrk (pinned
 to one core with taskset where available), each between two runs of /healthz (the
 mean of which is its ratio's ceiling), and prints one table per backend, headed by what it
-read of the host: how fast a Python loop ran, on PostgreSQL a round trip and a commit's
+read of the host: its processor, how fast a Python loop ran, on PostgreSQL a round trip and a commit's
 latency, and how much of the CPU the hypervisor stole, and how much sat idle on I/O, during
 the run.
 It asserts nothing: the figures are for the README, bench/NOTES.md and the issue notes.
@@ -191,6 +191,15 @@ def python_loop_ns(iterations=2_000_000):
     return (time.perf_counter() - start) / iterations * 1e9
 
 
+def cpu_model():
+    """The processor's name as /proc/cpuinfo gives it, and the count of cores.
+
+    Hosts of one kind are not always the same processor, and the ratios move with it.
+    """
+    names = re.findall(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+    return f"{names[0] if names else 'an unnamed processor'}, {os.cpu_count()} cores"
+
+
 def cpu_ticks():
     """The host's CPU time so far, by /proc/stat's first eight fields (user ... steal)."""
     return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
@@ -295,7 +304,7 @@ def run_backend(label, env, args, host=""):
     print(f"\n{label} ({args.connections} connections, {args.duration}s each, "
           f"{len(rss_start)} gunicorn workers)")
     # The host's state, to read the ratios by: its speed moves them from run to run.
-    print(f"host: a Python loop ran {loop_ns:.0f} ns an iteration before the run{host}; over "
+    print(f"host: {cpu_model()}; a Python loop ran {loop_ns:.0f} ns an iteration before the run{host}; over "
           f"the run the CPU was {stolen:.1f}% stolen by the hypervisor, {iowait:.1f}% idle on I/O")
     print("| scenario | req/s | p50 ms | p99 ms | /healthz before, after, req/s | ratio | non-2xx |")
     print("|---|---|---|---|---|---|---|")

@@ -9,9 +9,9 @@ have by then), starts the service with the project's
 gunicorn.conf.py on a free loopback port, drives each scenario with wrk (pinned
 to one core with taskset where available), each between two runs of /healthz (the
 mean of which is its ratio's ceiling), and prints one table per backend, headed by what it
-read of the host: its processor, how fast a Python loop ran, on PostgreSQL a round trip and a commit's
-latency, and how much of the CPU the hypervisor stole, and how much sat idle on I/O, during
-the run.
+read of the host: its processor, how fast a Python loop ran, on PostgreSQL a round trip and
+a commit's latency, and how much of the CPU the hypervisor stole, and how much sat idle on
+I/O, during the run.
 It asserts nothing: the figures are for the README, bench/NOTES.md and the issue notes.
 """
 import argparse
@@ -304,8 +304,9 @@ def run_backend(label, env, args, host=""):
     print(f"\n{label} ({args.connections} connections, {args.duration}s each, "
           f"{len(rss_start)} gunicorn workers)")
     # The host's state, to read the ratios by: its speed moves them from run to run.
-    print(f"host: {cpu_model()}; a Python loop ran {loop_ns:.0f} ns an iteration before the run{host}; over "
-          f"the run the CPU was {stolen:.1f}% stolen by the hypervisor, {iowait:.1f}% idle on I/O")
+    print(f"host: {cpu_model()}; a Python loop ran {loop_ns:.0f} ns an iteration before the "
+          f"run{host}; over the run the CPU was {stolen:.1f}% stolen by the hypervisor, "
+          f"{iowait:.1f}% idle on I/O")
     print("| scenario | req/s | p50 ms | p99 ms | /healthz before, after, req/s | ratio | non-2xx |")
     print("|---|---|---|---|---|---|---|")
     rates = [c["rps"] for c in ceilings]

@@ -134,10 +134,11 @@ class UtcDateTime(_RulesInDeserialize, fields.DateTime):
     def _deserialize(self, value, attr, data, **kwargs):
         try:
             parsed = dt.datetime.fromisoformat(value)
-        except (TypeError, ValueError):
+            if parsed.tzinfo is not None:
+                # OverflowError: an offset that moves year 1 or 9999 out of datetime's range.
+                parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        except (TypeError, ValueError, OverflowError):
             fail("invalid datetime format", "value_error.datetime")
-        if parsed.tzinfo is not None:
-            parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
         return parsed
 
 

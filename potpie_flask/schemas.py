@@ -124,18 +124,23 @@ def _given(data):
     return {key: value for key, value in data.items() if value is not None}
 
 
+# The largest OFFSET both databases take (SQLite's INTEGER, PostgreSQL's bigint); beyond it
+# the driver cannot bind the value.
+LARGEST_OFFSET = 2**63 - 1
+
+
 class ListQuerySchema(StrictSchema):
     integration_type = Choice(INTEGRATION_TYPES)
     status = Choice(STATUSES)
     active = QueryBool()
     org_slug = Text(max_length=255)
     limit = QueryInt(minimum=1, maximum=200, load_default=50)
-    offset = QueryInt(minimum=0, load_default=0)
+    offset = QueryInt(minimum=0, maximum=LARGEST_OFFSET, load_default=0)
 
 
 class PageQuerySchema(StrictSchema):
     limit = QueryInt(minimum=1, maximum=200, load_default=50)
-    offset = QueryInt(minimum=0, load_default=0)
+    offset = QueryInt(minimum=0, maximum=LARGEST_OFFSET, load_default=0)
 
 
 def load_body(schema, data):

@@ -123,6 +123,19 @@ def test_audit_query_is_validated(api):
     ]
 
 
+def test_audit_offset_is_bounded_by_what_the_databases_take(api):
+    saved = create(api, name="P", integration_type="jira")
+    r = api.get(audit(saved["integration_id"]) + "?offset=9223372036854775807")
+    assert r.status_code == 200
+    assert r.get_json()["data"] == []
+    assert r.get_json()["pagination"] == {"limit": 50, "offset": 9223372036854775807, "total": 1}
+    r = api.get(audit(saved["integration_id"]) + "?offset=9223372036854775808")
+    assert r.status_code == 422
+    assert r.get_json() == {"detail": [problem(
+        ["query", "offset"], "ensure this value is less than or equal to 9223372036854775807",
+        "value_error.number.not_le", limit_value=9223372036854775807)]}
+
+
 @pytest.mark.parametrize("iid", [NEVER_EXISTED, "nope"])
 def test_audit_of_an_integration_never_held_is_404(api, iid):
     r = api.get(audit(iid))

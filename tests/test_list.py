@@ -106,6 +106,10 @@ def test_limit_and_offset_page_through_with_the_total(api):
     assert r.get_json() == {"success": True, "data": [], "error": None,
                             "pagination": {"limit": 50, "offset": 10, "total": 5}}
     assert api.get(LIST + "?limit=200").get_json()["pagination"]["limit"] == 200
+    r = api.get(LIST + "?offset=9223372036854775807")
+    assert r.get_json() == {"success": True, "data": [], "error": None,
+                            "pagination": {"limit": 50, "offset": 9223372036854775807,
+                                           "total": 5}}
 
 
 def test_a_page_is_read_with_its_total_in_one_statement(api, other_api, monkeypatch):
@@ -145,6 +149,10 @@ def test_a_page_is_read_with_its_total_in_one_statement(api, other_api, monkeypa
                            "type_error.integer")]),
     ("offset=-1", [problem(["query", "offset"], "ensure this value is greater than or equal to 0",
                            "value_error.number.not_ge", limit_value=0)]),
+    # Past the largest OFFSET the databases take (a 64-bit signed integer).
+    ("offset=9223372036854775808", [problem(
+        ["query", "offset"], "ensure this value is less than or equal to 9223372036854775807",
+        "value_error.number.not_le", limit_value=9223372036854775807)]),
     ("active=yes", [problem(["query", "active"], "value could not be parsed to a boolean",
                             "type_error.bool")]),
     ("status=Active", [problem(

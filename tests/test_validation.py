@@ -55,6 +55,13 @@ CASES = {
     "bad datetime": ({**VALID, "auth_data": {"code": "c", "expires_at": "tomorrow"}},
                      [problem(["auth_data", "expires_at"], "invalid datetime format",
                               "value_error.datetime")]),
+    # Valid ISO 8601, but an hour before year 1 or after year 9999 once moved to UTC.
+    "expires_at before year 1 in UTC": (
+        {**VALID, "auth_data": {"code": "c", "expires_at": "0001-01-01T00:00:00+01:00"}},
+        [problem(["auth_data", "expires_at"], "invalid datetime format", "value_error.datetime")]),
+    "expires_at after year 9999 in UTC": (
+        {**VALID, "auth_data": {"code": "c", "expires_at": "9999-12-31T23:59:59-01:00"}},
+        [problem(["auth_data", "expires_at"], "invalid datetime format", "value_error.datetime")]),
     "unknown top-level field": ({**VALID, "owner": "me"},
                                 [problem(["owner"], "extra fields not permitted",
                                          "value_error.extra")]),
@@ -159,6 +166,15 @@ def test_expires_at_without_zone_is_utc(api):
     r = api.post(SAVE, json={**VALID, "auth_data": {"code": "c",
                                                     "expires_at": "2030-05-01T08:00:00"}})
     assert r.get_json()["data"]["auth_data"]["expires_at"] == "2030-05-01T08:00:00.000000Z"
+
+
+def test_a_change_with_expires_at_out_of_range_in_utc_is_422(api):
+    saved = api.post(SAVE, json=VALID).get_json()["data"]
+    r = api.patch(f"/api/v2/integrations/{saved['integration_id']}",
+                  json={"auth_data": {"code": "c", "expires_at": "0001-01-01T00:00:00+05:00"}})
+    assert r.status_code == 422
+    assert r.get_json() == {"detail": [problem(["auth_data", "expires_at"],
+                                               "invalid datetime format", "value_error.datetime")]}
 
 
 def test_body_over_the_limit_is_413(api):

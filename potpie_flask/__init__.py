@@ -16,6 +16,10 @@ def create_app(test_config=None):
     # Bodies are UTF-8 JSON, and say so (SPEC section 1).
     app.json.mimetype = "application/json; charset=utf-8"
 
+    # No route documents OPTIONS: it answers the routing 405 in JSON, with or without a key
+    # (SPEC sections 1 and 3). Flask's automatic answer was an empty text/html page.
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+
     logs.init_app(app)
     db.init_app(app)
     errors.init_app(app)

@@ -174,5 +174,8 @@ class Caller:
     def delete(self, path, **kwargs):
         return self._call("delete", path, **kwargs)
 
+    def options(self, path, **kwargs):
+        return self._call("options", path, **kwargs)
+
     def save(self, body):
         return self.post("/api/v2/integrations/save", json=body)

@@ -200,7 +200,15 @@ def test_unknown_route_and_method_answer_json_with_or_without_a_key(client, api)
     for response in (client.post("/api/v2/integrations"), api.post("/api/v2/integrations")):
         assert response.status_code == 405
         assert response.get_json() == {"detail": "Method Not Allowed"}
-        assert sorted(response.headers["Allow"].split(", ")) == ["GET", "HEAD", "OPTIONS"]
+        assert sorted(response.headers["Allow"].split(", ")) == ["GET", "HEAD"]
+
+
+def test_options_is_a_method_no_route_allows_with_or_without_a_key(client, api):
+    for response in (client.options("/api/v2/integrations"), api.options("/api/v2/integrations"),
+                     client.options("/healthz")):
+        assert response.status_code == 405
+        assert response.get_json() == {"detail": "Method Not Allowed"}
+        assert "OPTIONS" not in response.headers["Allow"]
 
 
 def test_a_validator_given_to_a_field_still_runs():

@@ -133,6 +133,7 @@ class UtcDateTime(_RulesInDeserialize, fields.DateTime):
 
     def _deserialize(self, value, attr, data, **kwargs):
         try:
+            # Every ISO 8601 form, a Z suffix included, from Python 3.11 (setup.cfg requires it).
             parsed = dt.datetime.fromisoformat(value)
             if parsed.tzinfo is not None:
                 # OverflowError: an offset that moves year 1 or 9999 out of datetime's range.

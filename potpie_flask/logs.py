@@ -53,7 +53,9 @@ def init_app(app):
         handler.setFormatter(JsonFormatter())
         log.addHandler(handler)
         log.propagate = False
-    log.setLevel(app.config.get("LOG_LEVEL", "INFO"))
+    level = app.config.get("LOG_LEVEL", "INFO")
+    # logging knows only upper-case names; POTPIE_LOG_LEVEL=debug should not stop the start.
+    log.setLevel(level.strip().upper() if isinstance(level, str) else level)
 
     @app.before_request
     def start_request():

@@ -1,8 +1,12 @@
 """Logs (SPEC section 10): one JSON line per request, request ids, and nothing secret."""
 import json
+import logging
 import re
 
 import pytest
+
+from potpie_flask import create_app
+from potpie_flask.logs import log
 
 from .faults import SAVE
 from .servers import Gunicorn, server_env
@@ -79,3 +83,13 @@ def test_a_run_with_credentials_and_a_bad_key_logs_no_secret(
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", line["ts"])
     users = {r["request_id"]: r["user_id"] for r in requests}
     assert users["req-0"] == "user_abc123" and users["req-3"] is None and users["req-6"] is None
+
+
+@pytest.mark.parametrize("given,level", [("debug", logging.DEBUG), (" Warning ", logging.WARNING),
+                                         ("ERROR", logging.ERROR), (20, logging.INFO)])
+def test_the_log_level_is_read_whatever_its_case(instance_path, given, level):
+    try:
+        create_app({"RATELIMIT_ENABLED": False, "LOG_LEVEL": given})
+        assert log.level == level
+    finally:
+        log.setLevel(logging.INFO)

@@ -30,6 +30,12 @@ def current_version():
 
 def upgrade():
     """Apply every pending migration in one transaction; returns (from_version, to_version)."""
+    # Read first, with no write lock: every SQLite worker upgrades at start, and one that
+    # waited for another writer's lock past the busy timeout failed to boot, which stops
+    # gunicorn's master.
+    start = current_version()
+    if start == len(MIGRATIONS):
+        return start, start
     with database.atomic():
         if database.obj.for_update:
             database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))

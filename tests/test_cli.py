@@ -1,7 +1,11 @@
 """`db upgrade` and `flask shell` (SPEC sections 7 and 8)."""
-from potpie_flask import migrations
+import pytest
+
+from potpie_flask import create_app, migrations
 from potpie_flask.db import database
 from potpie_flask.models import ALL_MODELS, SchemaVersion
+
+from .helpers import own_connection
 
 
 def test_db_upgrade_is_idempotent(runner, app):
@@ -12,6 +16,21 @@ def test_db_upgrade_is_idempotent(runner, app):
     with app.app_context():
         assert [row.version for row in SchemaVersion.select()] == [len(migrations.MIGRATIONS)]
         assert all(database.table_exists(m._meta.table_name) for m in ALL_MODELS)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_start_on_an_upgraded_database_takes_no_write_lock(app, short_busy_timeout):
+    """Each SQLite worker upgrades at start: it must not wait for a writer holding the lock."""
+    holder, _ = own_connection(app)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        started = create_app({"DATABASE_URL": app.config["DATABASE_URL"],
+                              "RATELIMIT_ENABLED": False})
+    finally:
+        holder.rollback()
+        holder.close()
+    with started.app_context():
+        assert migrations.current_version() == len(migrations.MIGRATIONS)
 
 
 def test_db_upgrade_creates_a_fresh_schema(runner, app):

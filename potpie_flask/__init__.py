@@ -3,13 +3,14 @@ import os
 
 from flask import Flask
 
-from . import api, cli, crypto, db, docs, errors, logs, migrations, ops, ratelimit
+from . import api, cli, config, crypto, db, docs, errors, logs, migrations, ops, ratelimit
 from .json_provider import OrjsonProvider
 
 
 def create_app(test_config=None):
     """Build the application: package defaults < instance/config.py < POTPIE_* < test_config."""
     app = configured_flask(test_config)
+    config.check(app.config)
     os.makedirs(app.instance_path, exist_ok=True)
     app.json = OrjsonProvider(app)
     app.json.sort_keys = False

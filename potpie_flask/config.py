@@ -1,6 +1,28 @@
 """Package defaults; instance/config.py, then POTPIE_* environment variables override them."""
 
 
+class ConfigError(ValueError):
+    """A setting the service cannot work with, refused at start rather than at a request."""
+
+
+def whole_number(config, name, least):
+    """Make `config[name]` an int of at least `least` (digits in text allowed), or ConfigError."""
+    value = config.get(name)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(f"POTPIE_{name} must be a whole number of at least {least}, "
+                          f"not {value!r}")
+    config[name] = value
+
+
+def check(config):
+    """Refuse at start the settings that every request reads as they are."""
+    if config.get("MAX_CONTENT_LENGTH") is not None:  # None: Flask's "no limit"
+        whole_number(config, "MAX_CONTENT_LENGTH", 1)
+    whole_number(config, "RETRY_AFTER_SECONDS", 0)
+
+
 def is_on(value):
     """A switch: a bool from instance/config.py, or POTPIE_* text ("false", "False", "0", "off"...)."""
     if isinstance(value, str):

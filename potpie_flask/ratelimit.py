@@ -24,11 +24,12 @@ import time
 
 from flask import request
 from flask_limiter import Limiter
+from limits import parse_many
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .auth import sent_key
-from .config import is_on
+from .config import ConfigError, is_on
 
 log = logging.getLogger("potpie_flask")
 
@@ -108,6 +109,8 @@ def init_app(app):
     config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
     if not is_on(config.get("RATELIMIT_ENABLED", True)):
         return None
+    for name in ("RATELIMIT_AUTH_FAILURES", "RATELIMIT_DEFAULT"):
+        _check_limit(name, config[name])
     throttle = _Throttle(LOG_INTERVAL)
     _route_library_log(throttle)
     limiter = Limiter(
@@ -128,6 +131,14 @@ def init_app(app):
                          key_func=key_digest, exempt_when=_without_key)(_blueprint())
     app.extensions["potpie_limiter"] = limiter
     return limiter
+
+
+def _check_limit(name, value):
+    """ConfigError unless `value` parses: Flask-Limiter would log the error and not limit."""
+    try:
+        parse_many(value)
+    except ValueError as exc:
+        raise ConfigError(f"POTPIE_{name}: {exc} in {value!r} (e.g. '600 per minute')") from None
 
 
 def _blueprint():

@@ -18,6 +18,7 @@ import uuid
 import pytest
 
 from potpie_flask import auth, create_app, ratelimit
+from potpie_flask.config import ConfigError
 from potpie_flask.auth import create_key, hash_key
 
 from .faults import SAVE
@@ -151,6 +152,16 @@ def test_disabled_turns_every_limit_off(make_app):
         assert (ok.status_code, bad.status_code) == (200, 401)
         assert limit_headers(ok) == dict.fromkeys(LIMIT_HEADERS)
     assert "potpie_limiter" not in app.extensions
+
+
+@pytest.mark.parametrize("name,value", [("RATELIMIT_AUTH_FAILURES", "30 per mins"),
+                                        ("RATELIMIT_DEFAULT", "2 per minit")])
+def test_a_limit_the_library_cannot_read_stops_the_start(make_app, name, value):
+    # Flask-Limiter would log the parse error on each request and limit nothing.
+    with pytest.raises(ConfigError) as refused:
+        make_app(**{name: value})
+    assert str(refused.value) == (f"POTPIE_{name}: no granularity matched for "
+                                  f"{value.split()[-1]} in {value!r} (e.g. '600 per minute')")
 
 
 def test_storage_keys_hold_neither_the_key_nor_its_stored_hash(make_app, prefix):

@@ -2,6 +2,8 @@
 import pytest
 from marshmallow import ValidationError, validate
 
+from potpie_flask import create_app
+from potpie_flask.config import ConfigError
 from potpie_flask.fields import Text
 from potpie_flask.models import Integration
 from potpie_flask.schemas import ScopeDataSchema, StrictSchema
@@ -182,6 +184,23 @@ def test_body_over_the_limit_is_413(api):
     r = api.post(SAVE, data=body, content_type="application/json")
     assert r.status_code == 413
     assert r.get_json() == {"detail": "Request body too large"}
+
+
+@pytest.mark.parametrize("name,value,least", [("MAX_CONTENT_LENGTH", "64KiB", 1),
+                                              ("MAX_CONTENT_LENGTH", 0, 1),
+                                              ("RETRY_AFTER_SECONDS", "five", 0),
+                                              ("RETRY_AFTER_SECONDS", True, 0)])
+def test_a_setting_every_request_reads_is_refused_at_start(instance_path, name, value, least):
+    with pytest.raises(ConfigError) as refused:
+        create_app({"RATELIMIT_ENABLED": False, name: value})
+    assert str(refused.value) == (f"POTPIE_{name} must be a whole number of at least {least}, "
+                                  f"not {value!r}")
+
+
+def test_settings_given_as_digits_are_read_as_numbers(instance_path):
+    app = create_app({"RATELIMIT_ENABLED": False, "MAX_CONTENT_LENGTH": "1024",
+                      "RETRY_AFTER_SECONDS": " 7"})
+    assert (app.config["MAX_CONTENT_LENGTH"], app.config["RETRY_AFTER_SECONDS"]) == (1024, 7)
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",

@@ -65,10 +65,18 @@ def serves_postgresql():
 def _vault(app, create_key_file):
     configured = app.config["ENCRYPTION_KEYS"]
     keys = crypto.parse_keys(",".join(configured) if isinstance(configured, list) else configured)
+    source = "POTPIE_ENCRYPTION_KEYS"
     if not keys:
         keys = (crypto.ensure_key_file if create_key_file else crypto.read_key_file)(
             app.instance_path)
-    return crypto.Vault(keys) if keys else None
+        source = os.path.join(app.instance_path, crypto.KEY_FILE_NAME)
+    if not keys:
+        return None
+    try:
+        return crypto.Vault(keys)
+    except ValueError as exc:  # from Fernet; its message names no key, and neither does this
+        raise config.ConfigError(f"{source}: {exc} (a key from Fernet.generate_key(); "
+                                 "several are separated by commas)") from None
 
 
 def _upgrade_embedded_database():

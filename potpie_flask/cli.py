@@ -1,5 +1,6 @@
 """Flask CLI: `db upgrade`, `keys create|list|revoke`, `crypto rotate`, and the shell context."""
 import click
+from cryptography.fernet import InvalidToken
 from flask import current_app
 from flask.cli import AppGroup
 
@@ -8,6 +9,9 @@ from .auth import create_key
 from .db import database
 from .models import ApiKey, AuditEvent, Integration, utcnow
 from .representation import timestamp
+
+# Key ids are 64-bit integers on both databases.
+LARGEST_ID = 2**63 - 1
 
 db_cli = AppGroup("db", help="Manage the database schema.")
 keys_cli = AppGroup("keys", help="Manage API keys.")
@@ -23,13 +27,28 @@ def db_upgrade():
     click.echo(f"schema at version {end}" + (f" (was {start})" if start != end else " (up to date)"))
 
 
+def _stored_text(ctx, param, value):
+    """An option's text as ApiKey stores it: stripped, 255 characters at most, the user id not blank."""
+    if value is None:
+        return None
+    value = value.strip()
+    if param.name == "user_id" and not value:
+        raise click.BadParameter("must not be blank")
+    if len(value) > 255:
+        raise click.BadParameter(f"at most 255 characters, not {len(value)}")
+    return value
+
+
 @keys_cli.command("create")
-@click.option("--user-id", required=True, help="The user the key acts for, e.g. user_abc123.")
-@click.option("--email", default=None, help="The user's email, for your records.")
-@click.option("--label", default="", help="What the key is for, e.g. 'ci' or 'laptop'.")
+@click.option("--user-id", required=True, callback=_stored_text,
+              help="The user the key acts for, e.g. user_abc123.")
+@click.option("--email", default=None, callback=_stored_text,
+              help="The user's email, for your records.")
+@click.option("--label", default="", callback=_stored_text,
+              help="What the key is for, e.g. 'ci' or 'laptop'.")
 def keys_create(user_id, email, label):
     """Create a key; it is printed once, alone on the last line."""
-    row, key = create_key(user_id.strip(), email, label)
+    row, key = create_key(user_id, email, label)
     click.echo(f"created key {row.id} for {row.user_id} (shown once, store it now):")
     click.echo(key)
 
@@ -52,6 +71,8 @@ def keys_list(user_id):
 @click.argument("key_id", type=int)
 def keys_revoke(key_id):
     """Revoke a key by id; it is refused from the next request on."""
+    if not 1 <= key_id <= LARGEST_ID:
+        raise click.ClickException(f"no key with id {key_id}")  # and none the driver can bind
     updated = (ApiKey.update(revoked_at=utcnow())
                .where((ApiKey.id == key_id) & ApiKey.revoked_at.is_null()).execute())
     if not updated:
@@ -73,8 +94,16 @@ def crypto_rotate():
         for row in Integration.select(Integration.id, Integration.credentials).where(
                 Integration.credentials.is_null(False)):
             if not vault.uses_first_key(row.credentials):
-                Integration.update(credentials=vault.rotate(row.credentials)).where(
-                    Integration.id == row.id).execute()
+                try:
+                    token = vault.rotate(row.credentials)
+                except InvalidToken:
+                    # The transaction rolls back: nothing is half rotated.
+                    raise click.ClickException(
+                        f"the credentials of integration {row.id} decrypt with none of the "
+                        "configured keys: keep the key they were stored with in "
+                        "POTPIE_ENCRYPTION_KEYS (after the new first key) until rotate has "
+                        "run; nothing was re-encrypted") from None
+                Integration.update(credentials=token).where(Integration.id == row.id).execute()
                 rotated += 1
     click.echo(f"re-encrypted {rotated} credential(s)")
 

@@ -87,6 +87,29 @@ def test_revoking_an_unknown_key_fails_clearly(runner):
     assert "no key with id 999" in result.output
 
 
+@pytest.mark.parametrize("key_id", ["0", "99999999999999999999"])
+def test_revoking_an_id_no_key_can_have_fails_clearly(runner, key_id):
+    result = runner.invoke(args=["keys", "revoke", key_id])
+    assert result.exit_code == 1
+    assert result.output == f"Error: no key with id {key_id}\n"
+
+
+@pytest.mark.parametrize("options,problem", [
+    (["--user-id", "   "], "Invalid value for '--user-id': must not be blank"),
+    (["--user-id", "u" * 256], "Invalid value for '--user-id': at most 255 characters, not 256"),
+    (["--user-id", "u", "--email", "e" * 300],
+     "Invalid value for '--email': at most 255 characters, not 300"),
+    (["--user-id", "u", "--label", "l" * 256],
+     "Invalid value for '--label': at most 255 characters, not 256"),
+])
+def test_keys_create_refuses_what_a_key_cannot_hold(runner, app, options, problem):
+    result = runner.invoke(args=["keys", "create", *options])
+    assert result.exit_code == 2
+    assert result.output.endswith(f"Error: {problem}\n")
+    with app.app_context():
+        assert ApiKey.select().count() == 0
+
+
 def test_a_user_may_hold_several_keys(runner, client):
     keys = [runner.invoke(args=["keys", "create", "--user-id", "u"]).output.split()[-1]
             for _ in range(2)]

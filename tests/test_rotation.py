@@ -2,16 +2,18 @@
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
 
-from potpie_flask import integrations
-from potpie_flask.crypto import Vault
+from potpie_flask import create_app, integrations
+from potpie_flask.config import ConfigError
+from potpie_flask.crypto import KEY_FILE_NAME, Vault
+from potpie_flask.models import Integration
 
 from .conftest import OWNER
 from .faults import SAVE
+from .helpers import create
 from .servers import Gunicorn, flask_cli, server_env
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_rotate_then_drop_the_old_key(app, api_key, instance_path, db_settings):
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     env = lambda keys: server_env(instance_path, db_settings, POTPIE_ENCRYPTION_KEYS=keys)  # noqa: E731
@@ -45,3 +47,38 @@ def test_rotate_then_drop_the_old_key(app, api_key, instance_path, db_settings):
             assert vault.open(row.credentials) == auth
             with pytest.raises(InvalidToken):
                 old_only.decrypt(row.credentials.encode())
+
+
+def test_rotate_stops_at_a_credential_no_key_opens_and_changes_nothing(app, api, runner):
+    old_key, stranger_key = Fernet.generate_key(), Fernet.generate_key()
+    stored = {}
+    with app.app_context():
+        for name, key in (("Old", old_key), ("Stranger", stranger_key)):
+            iid = create(api, name=name, integration_type="jira",
+                         auth_data={"access_token": "t"})["integration_id"]
+            stored[iid] = Fernet(key).encrypt(b'{"access_token": "t"}').decode()
+            Integration.update(credentials=stored[iid]).where(Integration.id == iid).execute()
+    app.extensions["potpie_vault"] = Vault([Fernet.generate_key(), old_key])
+    result = runner.invoke(args=["crypto", "rotate"])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: the credentials of integration {list(stored)[1]} decrypt with none of the "
+        "configured keys: keep the key they were stored with in POTPIE_ENCRYPTION_KEYS (after "
+        "the new first key) until rotate has run; nothing was re-encrypted\n")
+    with app.app_context():
+        assert {row.id: row.credentials for row in Integration.select()} == stored
+
+
+FERNET_ERROR = ("Fernet key must be 32 url-safe base64-encoded bytes. (a key from "
+                "Fernet.generate_key(); several are separated by commas)")
+
+
+def test_a_key_that_is_not_a_fernet_key_stops_the_start(instance_path):
+    good = Fernet.generate_key().decode()
+    with pytest.raises(ConfigError) as refused:
+        create_app({"RATELIMIT_ENABLED": False, "ENCRYPTION_KEYS": f"{good},notakey"})
+    assert str(refused.value) == f"POTPIE_ENCRYPTION_KEYS: {FERNET_ERROR}"
+    (instance_path / KEY_FILE_NAME).write_text("notakey\n")
+    with pytest.raises(ConfigError) as refused:
+        create_app({"RATELIMIT_ENABLED": False})
+    assert str(refused.value) == f"{instance_path / KEY_FILE_NAME}: {FERNET_ERROR}"

@@ -17,10 +17,11 @@ def whole_number(config, name, least):
 
 
 def check(config):
-    """Refuse at start the settings that every request reads as they are."""
+    """Refuse at start the settings that are used as given, never converted where they are read."""
     if config.get("MAX_CONTENT_LENGTH") is not None:  # None: Flask's "no limit"
         whole_number(config, "MAX_CONTENT_LENGTH", 1)
     whole_number(config, "RETRY_AFTER_SECONDS", 0)
+    whole_number(config, "DATABASE_LOCK_TIMEOUT_MS", 0)
 
 
 def is_on(value):
@@ -50,6 +51,11 @@ DATABASE_POOL_TIMEOUT = 5
 DATABASE_STALE_TIMEOUT = 300
 # Seconds a PostgreSQL connection attempt may take.
 DATABASE_CONNECT_TIMEOUT = 5
+# Milliseconds a PostgreSQL statement waits for a lock (a row another request is changing,
+# a table an index build holds) before the request answers 503, as SQLite's writers do after
+# SQLITE_BUSY_TIMEOUT_MS. Sent as the connection's lock_timeout; 0 sends nothing (PgBouncer
+# refuses it in the options startup parameter unless told to pass it on: README).
+DATABASE_LOCK_TIMEOUT_MS = 5000
 # Each pooled connection prepares the service's statements once (PREPARE/EXECUTE) instead of
 # having them parsed and planned on every request. Prepared statements belong to a server
 # session: set false behind PgBouncer in transaction mode.

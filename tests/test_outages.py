@@ -15,6 +15,7 @@ import time
 import pytest
 
 from .faults import SAVE, pg_address, post_json, wait_until, workers
+from .helpers import holding_the_write_lock_of
 from .proxy import TcpProxy
 from .servers import Gunicorn, server_env
 
@@ -121,6 +122,32 @@ def test_outage_through_gunicorn(api_key, proxy, instance_path, db_settings, tmp
 
 def writers_lock_path(app):
     return app.config["DATABASE_URL"][len("sqlite:///"):] + "-writers.lock"
+
+
+@pytest.fixture
+def short_lock_timeout(monkeypatch):
+    """PostgreSQL statements wait 200 ms for a lock (ask for it before `app`)."""
+    monkeypatch.setenv("POTPIE_DATABASE_LOCK_TIMEOUT_MS", "200")
+
+
+def test_postgresql_writer_waiting_for_a_row_past_the_lock_timeout_gives_503(
+        short_lock_timeout, app, api):
+    iid = api.save(body(1)).get_json()["data"]["integration_id"]
+    with holding_the_write_lock_of(app, "postgresql", iid):
+        started = time.monotonic()
+        r = api.patch(f"/api/v2/integrations/{iid}", json={"status": "error"})
+        assert (r.status_code, r.get_json()) == (503, {
+            "success": False, "data": None,
+            "error": "Failed to update integration: Database unavailable"})
+        assert int(r.headers["Retry-After"]) > 0
+        r = api.save({**body(1), "status": "inactive"})
+        assert_unavailable(r.status_code, r.get_json(), r.headers)
+        assert time.monotonic() - started < 5
+        assert api.get(f"/api/v2/integrations/{iid}").get_json()["data"]["status"] == "active"
+    r = api.patch(f"/api/v2/integrations/{iid}", json={"status": "error"})
+    assert r.status_code == 200
+    trail = api.get(f"/api/v2/integrations/{iid}/audit").get_json()["data"]
+    assert [entry["action"] for entry in trail] == ["update", "create"]
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

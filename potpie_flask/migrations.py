@@ -38,6 +38,9 @@ def upgrade():
         return start, start
     with database.atomic():
         if database.obj.for_update:
+            # An upgrade waits for another upgrade, and for the requests holding its tables,
+            # however long: the connection's lock_timeout is for requests.
+            database.execute_sql("SET LOCAL lock_timeout = 0")
             database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))
         database.create_tables([SchemaVersion], safe=True)
         start = current_version()

@@ -93,6 +93,12 @@ def short_busy_timeout(monkeypatch):
 
 
 @pytest.fixture
+def short_lock_timeout(monkeypatch):
+    """PostgreSQL statements wait 200 ms for a lock (ask for it before `app`)."""
+    monkeypatch.setenv("POTPIE_DATABASE_LOCK_TIMEOUT_MS", "200")
+
+
+@pytest.fixture
 def app(backend, db_settings, instance_path, monkeypatch):
     """A fresh app: a new SQLite file, or the run's PostgreSQL database emptied."""
     for key in ("DATABASE_URL", "POTPIE_ENCRYPTION_KEYS"):

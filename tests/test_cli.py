@@ -1,10 +1,13 @@
 """`db upgrade` and `flask shell` (SPEC sections 7 and 8)."""
+import threading
+
 import pytest
 
 from potpie_flask import create_app, migrations
 from potpie_flask.db import database
 from potpie_flask.models import ALL_MODELS, SchemaVersion
 
+from .faults import wait_until
 from .helpers import own_connection
 
 
@@ -57,6 +60,37 @@ def test_db_upgrade_from_version_1_indexes_integrations_in_the_list_order(runner
     assert "integration_owner_newest_first" in indexes
     assert "integration_owner_created_at_id" not in indexes
     assert [row["name"] for row in api.get("/api/v2/integrations").get_json()["data"]] == ["Kept"]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_db_upgrade_waits_for_another_upgrade_past_the_lock_timeout(short_lock_timeout, app,
+                                                                   runner):
+    assert app.config["DATABASE_LOCK_TIMEOUT_MS"] == 200
+    with app.app_context(), database.connection_context():
+        SchemaVersion.update(version=len(migrations.MIGRATIONS) - 1).execute()
+    holder, _ = own_connection(app)
+    holder.autocommit = True
+    cursor = holder.cursor()
+    cursor.execute("SELECT pg_advisory_lock(%s)", (migrations._PG_LOCK_KEY,))
+    upgraded = []
+    upgrade = threading.Thread(target=lambda: upgraded.append(
+        runner.invoke(args=["db", "upgrade"])), daemon=True)
+    upgrade.start()
+
+    def waited_past_the_timeout():
+        cursor.execute("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND wait_event_type = 'Lock' "
+                       "AND now() - state_change > interval '400 milliseconds'")
+        return cursor.fetchone()
+    try:
+        wait_until(waited_past_the_timeout, 10, "the upgrade to wait 400 ms for the lock")
+    finally:
+        cursor.execute("SELECT pg_advisory_unlock(%s)", (migrations._PG_LOCK_KEY,))
+        holder.close()
+    upgrade.join(10)
+    assert upgraded[0].exit_code == 0, upgraded[0].output
+    assert upgraded[0].output == (f"schema at version {len(migrations.MIGRATIONS)} "
+                                  f"(was {len(migrations.MIGRATIONS) - 1})\n")
 
 
 def test_shell_preloads_the_models(app):

@@ -124,12 +124,6 @@ def writers_lock_path(app):
     return app.config["DATABASE_URL"][len("sqlite:///"):] + "-writers.lock"
 
 
-@pytest.fixture
-def short_lock_timeout(monkeypatch):
-    """PostgreSQL statements wait 200 ms for a lock (ask for it before `app`)."""
-    monkeypatch.setenv("POTPIE_DATABASE_LOCK_TIMEOUT_MS", "200")
-
-
 def test_postgresql_writer_waiting_for_a_row_past_the_lock_timeout_gives_503(
         short_lock_timeout, app, api):
     iid = api.save(body(1)).get_json()["data"]["integration_id"]

@@ -1,6 +1,7 @@
 """Every error shape of the API: 422 problem lists, {"detail"} answers and failure envelopes."""
 import logging
 
+import peewee
 from flask import current_app, jsonify, request
 from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException
@@ -8,6 +9,7 @@ from werkzeug.exceptions import HTTPException
 from . import db
 from .fields import EXTRA, MISSING, NOT_A_DICT, NOT_A_LIST, NOT_NULL
 from .integrations import IntegrationNotFound, NameTaken, TypeChangeRefused
+from .postgresql import refused_writes
 
 log = logging.getLogger("potpie_flask")
 
@@ -120,6 +122,12 @@ def init_app(app):
 
     for error_class in db.UNAVAILABLE_ERRORS:
         app.register_error_handler(error_class, _unavailable)
+
+    @app.errorhandler(peewee.InternalError)
+    def internal(exc):
+        # A server that takes no writes (a standby the pool still reaches after a failover)
+        # is unavailable for a while, not broken: the client should retry.
+        return _unavailable(exc) if refused_writes(exc) else unexpected(exc)
 
     @app.errorhandler(Exception)
     def unexpected(exc):

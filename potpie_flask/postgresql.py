@@ -5,6 +5,7 @@ import re
 import threading
 
 import peewee
+import psycopg2.errors
 import psycopg2.extensions
 from playhouse.pool import PooledPostgresqlDatabase
 from psycopg2.extensions import TRANSACTION_STATUS_UNKNOWN
@@ -214,3 +215,8 @@ class PooledPostgresql(PooledPostgresqlDatabase):
 
 def _is_select(sql):
     return sql.lstrip()[:6].upper() == "SELECT"
+
+
+def refused_writes(exc):
+    """True when a Peewee error is the server refusing writes: a standby, as after a failover."""
+    return isinstance(getattr(exc, "orig", None), psycopg2.errors.ReadOnlySqlTransaction)

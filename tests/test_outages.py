@@ -15,7 +15,7 @@ import time
 import pytest
 
 from .faults import SAVE, pg_address, post_json, wait_until, workers
-from .helpers import holding_the_write_lock_of
+from .helpers import holding_the_write_lock_of, own_connection
 from .proxy import TcpProxy
 from .servers import Gunicorn, server_env
 
@@ -142,6 +142,34 @@ def test_postgresql_writer_waiting_for_a_row_past_the_lock_timeout_gives_503(
     assert r.status_code == 200
     trail = api.get(f"/api/v2/integrations/{iid}/audit").get_json()["data"]
     assert [entry["action"] for entry in trail] == ["update", "create"]
+
+
+def test_a_server_that_refuses_writes_answers_503_and_reads_go_on(app, api):
+    """A standby after a failover: its writes fail with ReadOnlySqlTransaction."""
+    iid = api.save(body(1)).get_json()["data"]["integration_id"]
+    admin, _ = own_connection(app)
+    admin.autocommit = True
+    cursor = admin.cursor()
+
+    def reconnect_the_app(read_only):
+        cursor.execute("SELECT current_database()")
+        name = cursor.fetchone()[0]
+        cursor.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = '
+                       f'{"on" if read_only else "off"}')
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+    try:
+        reconnect_the_app(read_only=True)
+        r = api.save(body(2))
+        assert_unavailable(r.status_code, r.get_json(), r.headers)
+        r = api.patch(f"/api/v2/integrations/{iid}", json={"status": "error"})
+        assert (r.status_code, r.get_json()["error"]) == (
+            503, "Failed to update integration: Database unavailable")
+        assert api.get(f"/api/v2/integrations/{iid}").get_json()["data"]["status"] == "active"
+    finally:
+        reconnect_the_app(read_only=False)
+        admin.close()
+    assert api.save(body(2)).status_code == 200
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -1,4 +1,6 @@
 """Flask CLI: `db upgrade`, `keys create|list|revoke`, `crypto rotate`, and the shell context."""
+import functools
+
 import click
 from cryptography.fernet import InvalidToken
 from flask import current_app
@@ -39,6 +41,17 @@ def _stored_text(ctx, param, value):
     return value
 
 
+def needs_schema(command):
+    """Answer one Error line, not a traceback, when `db upgrade` has not run yet (PostgreSQL)."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        if migrations.current_version() == 0:
+            raise click.ClickException(
+                "the database has no schema yet: run `flask --app potpie_flask db upgrade` first")
+        return command(*args, **kwargs)
+    return run
+
+
 @keys_cli.command("create")
 @click.option("--user-id", required=True, callback=_stored_text,
               help="The user the key acts for, e.g. user_abc123.")
@@ -46,6 +59,7 @@ def _stored_text(ctx, param, value):
               help="The user's email, for your records.")
 @click.option("--label", default="", callback=_stored_text,
               help="What the key is for, e.g. 'ci' or 'laptop'.")
+@needs_schema
 def keys_create(user_id, email, label):
     """Create a key; it is printed once, alone on the last line."""
     row, key = create_key(user_id, email, label)
@@ -55,6 +69,7 @@ def keys_create(user_id, email, label):
 
 @keys_cli.command("list")
 @click.option("--user-id", default=None, help="Only this user's keys.")
+@needs_schema
 def keys_list(user_id):
     """List keys: id, user, label, first 7 characters, created, revoked."""
     query = ApiKey.select().order_by(ApiKey.id)
@@ -69,6 +84,7 @@ def keys_list(user_id):
 
 @keys_cli.command("revoke")
 @click.argument("key_id", type=int)
+@needs_schema
 def keys_revoke(key_id):
     """Revoke a key by id; it is refused from the next request on."""
     if not 1 <= key_id <= LARGEST_ID:
@@ -84,6 +100,7 @@ def keys_revoke(key_id):
 
 
 @crypto_cli.command("rotate")
+@needs_schema
 def crypto_rotate():
     """Re-encrypt every stored credential with the first key."""
     vault = current_app.extensions["potpie_vault"]

@@ -93,6 +93,19 @@ def test_db_upgrade_waits_for_another_upgrade_past_the_lock_timeout(short_lock_t
                                   f"(was {len(migrations.MIGRATIONS) - 1})\n")
 
 
+def test_commands_before_the_schema_exists_say_to_upgrade_first(runner, app):
+    with app.app_context():
+        database.drop_tables([*ALL_MODELS, SchemaVersion])
+    for args in (["keys", "create", "--user-id", "u"], ["keys", "list"], ["keys", "revoke", "1"],
+                 ["crypto", "rotate"]):
+        result = runner.invoke(args=args)
+        assert (result.exit_code, result.output) == (1, (
+            "Error: the database has no schema yet: run `flask --app potpie_flask db upgrade` "
+            "first\n")), args
+    assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
+    assert runner.invoke(args=["keys", "create", "--user-id", "u"]).exit_code == 0
+
+
 def test_shell_preloads_the_models(app):
     context = app.make_shell_context()
     for name in ("app", "db", "Integration", "ApiKey", "AuditEvent"):

@@ -1,18 +1,20 @@
 """Package defaults; instance/config.py, then POTPIE_* environment variables override them."""
+import re
 
 
 class ConfigError(ValueError):
     """A setting the service cannot work with, refused at start rather than at a request."""
 
 
-def whole_number(config, name, least):
-    """Make `config[name]` an int of at least `least` (digits in text allowed), or ConfigError."""
+def whole_number(config, name, least, most=None):
+    """Make `config[name]` an int in [least, most] (ASCII digits in text too), or ConfigError."""
     value = config.get(name)
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and re.fullmatch(r"\s*[0-9]+\s*", value):
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ConfigError(f"POTPIE_{name} must be a whole number of at least {least}, "
-                          f"not {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, int) or value < least
+            or (most is not None and value > most)):
+        bounds = f"of at least {least}" if most is None else f"from {least} to {most}"
+        raise ConfigError(f"POTPIE_{name} must be a whole number {bounds}, not {value!r}")
     config[name] = value
 
 
@@ -21,7 +23,7 @@ def check(config):
     if config.get("MAX_CONTENT_LENGTH") is not None:  # None: Flask's "no limit"
         whole_number(config, "MAX_CONTENT_LENGTH", 1)
     whole_number(config, "RETRY_AFTER_SECONDS", 0)
-    whole_number(config, "DATABASE_LOCK_TIMEOUT_MS", 0)
+    whole_number(config, "DATABASE_LOCK_TIMEOUT_MS", 0, 2**31 - 1)  # PostgreSQL's own limit
 
 
 def is_on(value):
@@ -53,8 +55,8 @@ DATABASE_STALE_TIMEOUT = 300
 DATABASE_CONNECT_TIMEOUT = 5
 # Milliseconds a PostgreSQL statement waits for a lock (a row another request is changing,
 # a table an index build holds) before the request answers 503, as SQLite's writers do after
-# SQLITE_BUSY_TIMEOUT_MS. Sent as the connection's lock_timeout; 0 sends nothing (PgBouncer
-# refuses it in the options startup parameter unless told to pass it on: README).
+# SQLITE_BUSY_TIMEOUT_MS. Each new connection's session gets it as lock_timeout unless the
+# role, the database, PGOPTIONS or the URL already gave one; 0 sets nothing.
 DATABASE_LOCK_TIMEOUT_MS = 5000
 # Each pooled connection prepares the service's statements once (PREPARE/EXECUTE) instead of
 # having them parsed and planned on every request. Prepared statements belong to a server

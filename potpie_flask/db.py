@@ -30,19 +30,14 @@ def is_postgresql(url):
 def open_database(url, config):
     """Build the Peewee database for a URL: SQLite in WAL mode, or pooled PostgreSQL."""
     if is_postgresql(url):
-        params = db_url.parse("postgresql://" + url.split("://", 1)[1])
-        lock_ms = config["DATABASE_LOCK_TIMEOUT_MS"]
-        if lock_ms:
-            # A startup option, so it holds for every statement of the session from the first.
-            given = params.get("options")
-            params["options"] = " ".join(filter(None, [given, f"-c lock_timeout={lock_ms}"]))
         return PooledPostgresql(
-            **params,
+            **db_url.parse("postgresql://" + url.split("://", 1)[1]),
             max_connections=int(config["DATABASE_MAX_CONNECTIONS"]),
             stale_timeout=int(config["DATABASE_STALE_TIMEOUT"]),
             timeout=float(config["DATABASE_POOL_TIMEOUT"]),
             connect_timeout=int(config["DATABASE_CONNECT_TIMEOUT"]),
             prepared_statements=is_on(config["DATABASE_PREPARED_STATEMENTS"]),
+            lock_timeout_ms=config["DATABASE_LOCK_TIMEOUT_MS"],
         )
     if urlsplit(url).scheme != "sqlite":
         raise RuntimeError("DATABASE_URL must start with sqlite:// or postgresql://")

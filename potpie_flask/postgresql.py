@@ -64,10 +64,11 @@ class PooledPostgresql(PooledPostgresqlDatabase):
     switched off (`prepared_statements=False`).
     """
 
-    def __init__(self, database, prepared_statements=True, **kwargs):
+    def __init__(self, database, prepared_statements=True, lock_timeout_ms=0, **kwargs):
         kwargs.setdefault("connection_factory", _Connection)
         super().__init__(database, **kwargs)
         self._prepared_statements = prepared_statements
+        self._lock_timeout_ms = lock_timeout_ms
         # "EXECUTE name(...)" -> (name, "PREPARE name AS ...", whether it only reads)
         self._prepares = {}
         # Threads may build statements at once: each must get a name of its own.
@@ -111,7 +112,22 @@ class PooledPostgresql(PooledPostgresqlDatabase):
             conn = super()._connect()
         # Only a connection that waited in the pool can have died unnoticed.
         self._state.untested = id(conn) in idle
+        if not self._state.untested:
+            self._start_session(conn)
         return conn
+
+    def _start_session(self, conn):
+        """Give a new connection's session the service's lock_timeout, unless it has one.
+
+        A lock_timeout from the role, the database, PGOPTIONS or the URL's options stays: only
+        PostgreSQL's default, none, is replaced. A SET rather than a startup option, which
+        would replace PGOPTIONS whole (and which PgBouncer refuses).
+        """
+        if self._lock_timeout_ms:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT set_config('lock_timeout', %s, false) "
+                               "WHERE current_setting('lock_timeout') = '0'",
+                               (f"{self._lock_timeout_ms}ms",))
 
     def _close(self, conn, close_conn=False):
         self._state.unsent = None

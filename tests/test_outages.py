@@ -11,11 +11,15 @@ import signal
 import sqlite3
 import threading
 import time
+import uuid
 
 import pytest
 
+from potpie_flask import create_app
+from potpie_flask.db import database
+
 from .faults import SAVE, pg_address, post_json, wait_until, workers
-from .helpers import holding_the_write_lock_of, own_connection
+from .helpers import holding_the_write_lock_of, own_connection, run_bounded
 from .proxy import TcpProxy
 from .servers import Gunicorn, server_env
 
@@ -124,17 +128,27 @@ def writers_lock_path(app):
     return app.config["DATABASE_URL"][len("sqlite:///"):] + "-writers.lock"
 
 
+def fresh_body():
+    """A save body no earlier test of this module saved (they share one database)."""
+    tag = uuid.uuid4().hex[:12]
+    return {"name": f"Outage {tag}", "integration_type": "jira", "unique_identifier": tag,
+            "auth_data": {"access_token": f"token-{tag}"}}
+
+
 def test_postgresql_writer_waiting_for_a_row_past_the_lock_timeout_gives_503(
         short_lock_timeout, app, api):
-    iid = api.save(body(1)).get_json()["data"]["integration_id"]
+    saved = fresh_body()
+    iid = api.save(saved).get_json()["data"]["integration_id"]
     with holding_the_write_lock_of(app, "postgresql", iid):
         started = time.monotonic()
-        r = api.patch(f"/api/v2/integrations/{iid}", json={"status": "error"})
+        # Bounded: without a lock timeout the PATCH would wait for the holder for ever.
+        r = run_bounded(lambda: api.patch(f"/api/v2/integrations/{iid}",
+                                          json={"status": "error"}))
         assert (r.status_code, r.get_json()) == (503, {
             "success": False, "data": None,
             "error": "Failed to update integration: Database unavailable"})
         assert int(r.headers["Retry-After"]) > 0
-        r = api.save({**body(1), "status": "inactive"})
+        r = run_bounded(lambda: api.save({**saved, "status": "inactive"}))
         assert_unavailable(r.status_code, r.get_json(), r.headers)
         assert time.monotonic() - started < 5
         assert api.get(f"/api/v2/integrations/{iid}").get_json()["data"]["status"] == "active"
@@ -144,23 +158,49 @@ def test_postgresql_writer_waiting_for_a_row_past_the_lock_timeout_gives_503(
     assert [entry["action"] for entry in trail] == ["update", "create"]
 
 
+def lock_timeout_of_a_new_connection(app):
+    with app.app_context(), database.connection_context():
+        return database.execute_sql("SHOW lock_timeout").fetchone()[0]
+
+
+@pytest.mark.parametrize("query,configured,expected", [
+    ("", 5000, "5s"),
+    ("", 0, "0"),
+    # A lock_timeout the deployment gave (here in the URL's options) is left as it is.
+    ("?options=-c%20lock_timeout%3D1500", 5000, "1500ms"),
+])
+def test_each_new_connection_gets_the_lock_timeout_unless_it_has_one(
+        db_settings, instance_path, monkeypatch, query, configured, expected):
+    monkeypatch.setenv("POTPIE_ENCRYPTION_KEYS", db_settings["POTPIE_ENCRYPTION_KEYS"])
+    app = create_app({"DATABASE_URL": db_settings["DATABASE_URL"] + query,
+                      "RATELIMIT_ENABLED": False, "DATABASE_LOCK_TIMEOUT_MS": configured})
+    assert lock_timeout_of_a_new_connection(app) == expected
+
+
 def test_a_server_that_refuses_writes_answers_503_and_reads_go_on(app, api):
     """A standby after a failover: its writes fail with ReadOnlySqlTransaction."""
-    iid = api.save(body(1)).get_json()["data"]["integration_id"]
+    saved = fresh_body()
+    iid = api.save(saved).get_json()["data"]["integration_id"]
     admin, _ = own_connection(app)
     admin.autocommit = True
     cursor = admin.cursor()
+    cursor.execute("SELECT current_database()")
+    name = cursor.fetchone()[0]
 
     def reconnect_the_app(read_only):
-        cursor.execute("SELECT current_database()")
-        name = cursor.fetchone()[0]
         cursor.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = '
                        f'{"on" if read_only else "off"}')
         cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                        "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+
+        def others_gone():
+            cursor.execute("SELECT count(*) = 0 FROM pg_stat_activity "
+                           "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+            return cursor.fetchone()[0]
+        wait_until(others_gone, 10, "the app's connections to end")
     try:
         reconnect_the_app(read_only=True)
-        r = api.save(body(2))
+        r = api.save(fresh_body())
         assert_unavailable(r.status_code, r.get_json(), r.headers)
         r = api.patch(f"/api/v2/integrations/{iid}", json={"status": "error"})
         assert (r.status_code, r.get_json()["error"]) == (
@@ -169,7 +209,7 @@ def test_a_server_that_refuses_writes_answers_503_and_reads_go_on(app, api):
     finally:
         reconnect_the_app(read_only=False)
         admin.close()
-    assert api.save(body(2)).status_code == 200
+    assert api.save(fresh_body()).status_code == 200
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

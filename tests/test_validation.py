@@ -197,6 +197,15 @@ def test_a_setting_every_request_reads_is_refused_at_start(instance_path, name, 
                                   f"not {value!r}")
 
 
+@pytest.mark.parametrize("value", [2**31, "\u00b2", -1])
+def test_the_lock_timeout_is_refused_at_start_beyond_what_postgresql_takes(instance_path,
+                                                                           value):
+    with pytest.raises(ConfigError) as refused:
+        create_app({"RATELIMIT_ENABLED": False, "DATABASE_LOCK_TIMEOUT_MS": value})
+    assert str(refused.value) == ("POTPIE_DATABASE_LOCK_TIMEOUT_MS must be a whole number "
+                                  f"from 0 to 2147483647, not {value!r}")
+
+
 def test_settings_given_as_digits_are_read_as_numbers(instance_path):
     app = create_app({"RATELIMIT_ENABLED": False, "MAX_CONTENT_LENGTH": "1024",
                       "RETRY_AFTER_SECONDS": " 7"})
@@ -228,6 +237,9 @@ def test_options_is_a_method_no_route_allows_with_or_without_a_key(client, api):
         assert response.status_code == 405
         assert response.get_json() == {"detail": "Method Not Allowed"}
         assert "OPTIONS" not in response.headers["Allow"]
+    for method in ("get", "options"):  # the service serves no static files
+        response = getattr(client, method)("/static/anything.js")
+        assert (response.status_code, response.get_json()) == (404, {"detail": "Not Found"})
 
 
 def test_a_validator_given_to_a_field_still_runs():

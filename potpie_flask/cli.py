@@ -5,15 +5,14 @@ import click
 from cryptography.fernet import InvalidToken
 from flask import current_app
 from flask.cli import AppGroup
+from marshmallow import ValidationError
 
 from . import crypto, migrations
 from .auth import create_key
 from .db import database
-from .models import ApiKey, AuditEvent, Integration, utcnow
+from .fields import check_text
+from .models import LARGEST_INTEGER, ApiKey, AuditEvent, Integration, utcnow
 from .representation import timestamp
-
-# Key ids are 64-bit integers on both databases.
-LARGEST_ID = 2**63 - 1
 
 db_cli = AppGroup("db", help="Manage the database schema.")
 keys_cli = AppGroup("keys", help="Manage API keys.")
@@ -30,15 +29,14 @@ def db_upgrade():
 
 
 def _stored_text(ctx, param, value):
-    """An option's text as ApiKey stores it: stripped, 255 characters at most, the user id not blank."""
+    """An option's text, stripped and held to the API's text rules and its ApiKey column."""
     if value is None:
         return None
-    value = value.strip()
-    if param.name == "user_id" and not value:
-        raise click.BadParameter("must not be blank")
-    if len(value) > 255:
-        raise click.BadParameter(f"at most 255 characters, not {len(value)}")
-    return value
+    try:
+        return check_text(value.strip(), min_length=1 if param.name == "user_id" else 0,
+                          max_length=ApiKey._meta.fields[param.name].max_length)
+    except ValidationError as exc:
+        raise click.BadParameter(exc.messages[0]) from None
 
 
 def needs_schema(command):
@@ -87,7 +85,7 @@ def keys_list(user_id):
 @needs_schema
 def keys_revoke(key_id):
     """Revoke a key by id; it is refused from the next request on."""
-    if not 1 <= key_id <= LARGEST_ID:
+    if not 1 <= key_id <= LARGEST_INTEGER:
         raise click.ClickException(f"no key with id {key_id}")  # and none the driver can bind
     updated = (ApiKey.update(revoked_at=utcnow())
                .where((ApiKey.id == key_id) & ApiKey.revoked_at.is_null()).execute())

@@ -7,6 +7,10 @@ import peewee
 from .db import database
 
 
+# The largest integer both databases store and bind (SQLite's INTEGER, PostgreSQL's bigint).
+LARGEST_INTEGER = 2**63 - 1
+
+
 def utcnow():
     """The current time in UTC, naive, as every timestamp column stores it."""
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)

@@ -5,6 +5,7 @@ from marshmallow import RAISE, Schema, ValidationError, missing, validates_schem
 
 from .fields import (EXTRA, NOT_A_DICT, BoundedList, Choice, Object, QueryBool, QueryInt,
                      StrictBool, Text, UtcDateTime)
+from .models import LARGEST_INTEGER
 
 INTEGRATION_TYPES = ("sentry", "jira", "linear", "confluence", "slack", "github")
 STATUSES = ("active", "inactive", "pending", "error")
@@ -124,23 +125,18 @@ def _given(data):
     return {key: value for key, value in data.items() if value is not None}
 
 
-# The largest OFFSET both databases take (SQLite's INTEGER, PostgreSQL's bigint); beyond it
-# the driver cannot bind the value.
-LARGEST_OFFSET = 2**63 - 1
-
-
 class ListQuerySchema(StrictSchema):
     integration_type = Choice(INTEGRATION_TYPES)
     status = Choice(STATUSES)
     active = QueryBool()
     org_slug = Text(max_length=255)
     limit = QueryInt(minimum=1, maximum=200, load_default=50)
-    offset = QueryInt(minimum=0, maximum=LARGEST_OFFSET, load_default=0)
+    offset = QueryInt(minimum=0, maximum=LARGEST_INTEGER, load_default=0)
 
 
 class PageQuerySchema(StrictSchema):
     limit = QueryInt(minimum=1, maximum=200, load_default=50)
-    offset = QueryInt(minimum=0, maximum=LARGEST_OFFSET, load_default=0)
+    offset = QueryInt(minimum=0, maximum=LARGEST_INTEGER, load_default=0)
 
 
 def load_body(schema, data):

@@ -95,12 +95,16 @@ def test_revoking_an_id_no_key_can_have_fails_clearly(runner, key_id):
 
 
 @pytest.mark.parametrize("options,problem", [
-    (["--user-id", "   "], "Invalid value for '--user-id': must not be blank"),
-    (["--user-id", "u" * 256], "Invalid value for '--user-id': at most 255 characters, not 256"),
+    (["--user-id", "   "],
+     "Invalid value for '--user-id': ensure this value has at least 1 characters"),
+    (["--user-id", "u" * 256],
+     "Invalid value for '--user-id': ensure this value has at most 255 characters"),
     (["--user-id", "u", "--email", "e" * 300],
-     "Invalid value for '--email': at most 255 characters, not 300"),
+     "Invalid value for '--email': ensure this value has at most 255 characters"),
     (["--user-id", "u", "--label", "l" * 256],
-     "Invalid value for '--label': at most 255 characters, not 256"),
+     "Invalid value for '--label': ensure this value has at most 255 characters"),
+    (["--user-id", "u\x1b[31m"],
+     "Invalid value for '--user-id': must not contain control characters"),
 ])
 def test_keys_create_refuses_what_a_key_cannot_hold(runner, app, options, problem):
     result = runner.invoke(args=["keys", "create", *options])
@@ -108,6 +112,15 @@ def test_keys_create_refuses_what_a_key_cannot_hold(runner, app, options, proble
     assert result.output.endswith(f"Error: {problem}\n")
     with app.app_context():
         assert ApiKey.select().count() == 0
+
+
+def test_keys_create_stores_its_options_stripped(runner, app):
+    result = runner.invoke(args=["keys", "create", "--user-id", " user_cli ", "--email",
+                                 " a@example.com ", "--label", " ci "])
+    assert result.exit_code == 0
+    with app.app_context():
+        row = ApiKey.get()
+    assert (row.user_id, row.email, row.label) == ("user_cli", "a@example.com", "ci")
 
 
 def test_a_user_may_hold_several_keys(runner, client):

@@ -42,6 +42,9 @@ def configured_flask(test_config=None):
     instance_path = os.environ.get("POTPIE_INSTANCE_PATH") or None
     app = Flask(
         __name__,
+        # No static files to serve (the docs page serves its own assets): no /static route,
+        # whose automatic OPTIONS would answer before PROVIDE_AUTOMATIC_OPTIONS is read.
+        static_folder=None,
         instance_relative_config=True,
         instance_path=os.path.abspath(instance_path) if instance_path else None,
     )

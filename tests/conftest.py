@@ -80,9 +80,12 @@ def _empty_postgresql(url):
 
 @pytest.fixture
 def instance_path(tmp_path, monkeypatch):
+    """An instance folder of the test's own, and no database or key from the shell."""
     path = tmp_path / "instance"
     path.mkdir(exist_ok=True)
     monkeypatch.setenv("POTPIE_INSTANCE_PATH", str(path))
+    for key in ("DATABASE_URL", "POTPIE_ENCRYPTION_KEYS"):
+        monkeypatch.delenv(key, raising=False)
     return path
 
 

@@ -9,7 +9,7 @@ from marshmallow import ValidationError
 
 from . import crypto, migrations
 from .auth import create_key
-from .db import database
+from .db import UNAVAILABLE_ERRORS, database
 from .fields import check_text
 from .models import LARGEST_INTEGER, ApiKey, AuditEvent, Integration, utcnow
 from .representation import timestamp
@@ -19,7 +19,31 @@ keys_cli = AppGroup("keys", help="Manage API keys.")
 crypto_cli = AppGroup("crypto", help="Manage credential encryption.")
 
 
+def needs_database(command):
+    """Answer one Error line, not a traceback, when the database cannot be reached or is locked."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UNAVAILABLE_ERRORS as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise click.ClickException(f"the database is unavailable: {reason}") from None
+    return run
+
+
+def needs_schema(command):
+    """Answer one Error line, not a traceback, when `db upgrade` has not run yet (PostgreSQL)."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        if migrations.current_version() == 0:
+            raise click.ClickException(
+                "the database has no schema yet: run `flask --app potpie_flask db upgrade` first")
+        return command(*args, **kwargs)
+    return run
+
+
 @db_cli.command("upgrade")
+@needs_database
 def db_upgrade():
     """Create or upgrade the schema (safe to run again), and the key file if no key is set."""
     if not current_app.config["ENCRYPTION_KEYS"]:
@@ -39,17 +63,6 @@ def _stored_text(ctx, param, value):
         raise click.BadParameter(exc.messages[0]) from None
 
 
-def needs_schema(command):
-    """Answer one Error line, not a traceback, when `db upgrade` has not run yet (PostgreSQL)."""
-    @functools.wraps(command)
-    def run(*args, **kwargs):
-        if migrations.current_version() == 0:
-            raise click.ClickException(
-                "the database has no schema yet: run `flask --app potpie_flask db upgrade` first")
-        return command(*args, **kwargs)
-    return run
-
-
 @keys_cli.command("create")
 @click.option("--user-id", required=True, callback=_stored_text,
               help="The user the key acts for, e.g. user_abc123.")
@@ -57,6 +70,7 @@ def needs_schema(command):
               help="The user's email, for your records.")
 @click.option("--label", default="", callback=_stored_text,
               help="What the key is for, e.g. 'ci' or 'laptop'.")
+@needs_database
 @needs_schema
 def keys_create(user_id, email, label):
     """Create a key; it is printed once, alone on the last line."""
@@ -67,6 +81,7 @@ def keys_create(user_id, email, label):
 
 @keys_cli.command("list")
 @click.option("--user-id", default=None, help="Only this user's keys.")
+@needs_database
 @needs_schema
 def keys_list(user_id):
     """List keys: id, user, label, first 7 characters, created, revoked."""
@@ -82,6 +97,7 @@ def keys_list(user_id):
 
 @keys_cli.command("revoke")
 @click.argument("key_id", type=int)
+@needs_database
 @needs_schema
 def keys_revoke(key_id):
     """Revoke a key by id; it is refused from the next request on."""
@@ -98,6 +114,7 @@ def keys_revoke(key_id):
 
 
 @crypto_cli.command("rotate")
+@needs_database
 @needs_schema
 def crypto_rotate():
     """Re-encrypt every stored credential with the first key."""

@@ -76,6 +76,20 @@ def test_cut_answers_503_and_restore_needs_no_restart(api, client, proxy):
     assert client.get("/readyz").status_code == 200
 
 
+def test_cli_with_the_database_cut_answers_one_error_line(app, api, proxy):
+    runner = app.test_cli_runner()
+    assert api.save(body(1)).status_code == 200
+    proxy.cut()
+    for args in (["keys", "list"], ["keys", "create", "--user-id", "u"], ["keys", "revoke", "1"],
+                 ["crypto", "rotate"], ["db", "upgrade"]):
+        result = runner.invoke(args=args)
+        assert result.exit_code == 1, args
+        assert result.output.startswith("Error: the database is unavailable: "), result.output
+        assert len(result.output.splitlines()) == 1, result.output
+    proxy.restore()
+    assert runner.invoke(args=["keys", "list"]).exit_code == 0
+
+
 def test_connection_that_died_idle_in_the_pool_is_replaced_silently(api, client, proxy):
     """The outage happens while nobody asks: the first request afterwards must not fail."""
     assert api.save(body(1)).status_code == 200

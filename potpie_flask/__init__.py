@@ -48,6 +48,9 @@ def configured_flask(test_config=None):
         instance_relative_config=True,
         instance_path=os.path.abspath(instance_path) if instance_path else None,
     )
+    # A path with a doubled slash names no route (404 in JSON): merged, werkzeug answered it
+    # with a 308 and an HTML page that no error handler sees (SPEC section 1).
+    app.url_map.merge_slashes = False
     app.config.from_object("potpie_flask.config")
     app.config.from_pyfile("config.py", silent=True)
     app.config.from_prefixed_env("POTPIE")

@@ -231,6 +231,14 @@ def test_unknown_route_and_method_answer_json_with_or_without_a_key(client, api)
         assert sorted(response.headers["Allow"].split(", ")) == ["GET", "HEAD"]
 
 
+def test_a_doubled_slash_names_no_route_with_or_without_a_key(client, api):
+    for response in (client.get("/api/v2//integrations"), api.get("/api/v2//integrations"),
+                     api.post("/api/v2//integrations/save", json=VALID),
+                     api.delete("/api/v2/integrations//00000000-0000-4000-8000-000000000000")):
+        assert (response.status_code, response.get_json()) == (404, {"detail": "Not Found"})
+        assert "Location" not in response.headers
+
+
 def test_options_is_a_method_no_route_allows_with_or_without_a_key(client, api):
     for response in (client.options("/api/v2/integrations"), api.options("/api/v2/integrations"),
                      client.options("/healthz")):

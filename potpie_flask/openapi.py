@@ -30,7 +30,12 @@ plus the resource API to list, read, change, delete, audit and clone them.
 * Routing comes before authentication: an unknown route is 404 `{"detail": "Not Found"}`,
   a known route with another method 405 `{"detail": "Method Not Allowed"}` with `Allow`,
   with or without a key.
-* Over a rate limit: 429 `{"detail": "Rate limit exceeded"}` with `Retry-After`.
+* Over a rate limit: 429 `{"detail": "Rate limit exceeded"}` with `Retry-After`. Every
+  answer of a route that needs a key carries `RateLimit-Limit`, `RateLimit-Remaining` and
+  `RateLimit-Reset` (seconds until the window resets) while rate limits are on.
+* Every response carries `X-Request-ID`: the request's own when it is at most 128
+  characters of `[A-Za-z0-9._-]`, a fresh one otherwise. It is logged and stored in the
+  audit entries the request writes.
 """
 
 _RETRY_AFTER = {"description": "seconds to wait before retrying",

@@ -75,6 +75,12 @@ def test_documented_headers(path, status, headers):
     assert set(document["components"]["responses"][name]["headers"]) == headers
 
 
+def test_the_description_names_the_headers_every_answer_carries(client):
+    description = client.get("/api/v2/openapi.json").get_json()["info"]["description"]
+    for header in ("X-Request-ID", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"):
+        assert f"`{header}`" in description
+
+
 def test_docs_page_needs_no_key_and_references_no_other_host(client):
     r = client.get("/api/v2/docs")
     assert r.status_code == 200

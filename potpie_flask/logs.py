@@ -9,6 +9,8 @@ import uuid
 
 from flask import g, has_request_context, request
 
+from .auth import KEY_PATTERN
+
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _REQUEST_FIELDS = ("method", "path", "status", "duration_ms", "user_id")
 
@@ -41,7 +43,8 @@ def _current_request_id():
 
 def request_id_from(header):
     """The client's X-Request-ID when it is a sane token, else a fresh one."""
-    if header and _SANE_REQUEST_ID.fullmatch(header):
+    # An API key sent as the request id would be echoed, logged and stored (SPEC section 2).
+    if header and _SANE_REQUEST_ID.fullmatch(header) and not KEY_PATTERN.fullmatch(header):
         return header
     return uuid.uuid4().hex
 

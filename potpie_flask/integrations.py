@@ -413,7 +413,9 @@ def delete(owner, integration_id, request_id=None):
         if row.token_type is not None:
             changes["auth_data"] = {"old": REDACTED, "new": None}
         _DELETE.write(id=row.id)
-        _record(row, "delete", changes, utcnow(), request_id)
+        # After the row's last version, as each update's is, so the trail's order holds even
+        # if the clock steps back.
+        _record(row, "delete", changes, _next_updated_at(row.__data__), request_id)
 
 
 def _public_state(values):

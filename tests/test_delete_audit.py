@@ -1,7 +1,10 @@
 """DELETE /api/v2/integrations/<id> and GET .../audit (SPEC section 6)."""
+import datetime as dt
+
 import peewee
 import pytest
 
+from potpie_flask import integrations
 from potpie_flask.models import AuditEvent, Integration
 
 from .conftest import OWNER
@@ -112,6 +115,19 @@ def test_audit_is_paginated(api):
         "pending", "inactive"]
 
 
+def test_a_delete_is_audited_after_the_last_change_even_if_the_clock_steps_back(api,
+                                                                                 monkeypatch):
+    saved = create(api, name="P", integration_type="jira")
+    changed = api.patch(one(saved["integration_id"]), json={"status": "inactive"})
+    last_change = dt.datetime.fromisoformat(changed.get_json()["data"]["updated_at"][:-1])
+    monkeypatch.setattr(integrations, "utcnow", lambda: last_change - dt.timedelta(hours=1))
+    assert api.delete(one(saved["integration_id"])).status_code == 204
+    trail = api.get(audit(saved["integration_id"])).get_json()["data"]
+    assert [entry["action"] for entry in trail] == ["delete", "update", "create"]
+    assert trail[0]["timestamp"] == (last_change + dt.timedelta(microseconds=1)).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def test_audit_query_is_validated(api):
     saved = create(api, name="P", integration_type="jira")
     r = api.get(audit(saved["integration_id"]) + "?limit=500&status=active")
@@ -145,7 +161,6 @@ def test_audit_of_an_integration_never_held_is_404(api, iid):
 
 def test_a_failed_change_leaves_no_audit_row(api, app, monkeypatch):
     """The audit row and the change share one transaction: neither exists without the other."""
-    from potpie_flask import integrations
 
     saved = create(api, **FULL_BODY)
 
@@ -176,7 +191,6 @@ def test_a_failed_change_leaves_no_audit_row(api, app, monkeypatch):
 ], ids=["upsert", "change"])
 def test_postgresql_one_statement_write_whose_audit_insert_fails_changes_nothing(
         api, app, monkeypatch, one_statement_of, method, path, body):
-    from potpie_flask import integrations
 
     saved = create(api, **FULL_BODY)
     raised = []

@@ -104,8 +104,6 @@ def short_lock_timeout(monkeypatch):
 @pytest.fixture
 def app(backend, db_settings, instance_path, monkeypatch):
     """A fresh app: a new SQLite file, or the run's PostgreSQL database emptied."""
-    for key in ("DATABASE_URL", "POTPIE_ENCRYPTION_KEYS"):
-        monkeypatch.delenv(key, raising=False)
     if "POTPIE_ENCRYPTION_KEYS" in db_settings:
         monkeypatch.setenv("POTPIE_ENCRYPTION_KEYS", db_settings["POTPIE_ENCRYPTION_KEYS"])
     application = create_app({"DATABASE_URL": db_settings["DATABASE_URL"],

@@ -8,7 +8,7 @@ from potpie_flask.db import database
 from potpie_flask.models import ALL_MODELS, SchemaVersion
 
 from .faults import wait_until
-from .helpers import own_connection
+from .helpers import holding_the_write_lock_of, own_connection
 
 
 def test_db_upgrade_is_idempotent(runner, app):
@@ -24,14 +24,9 @@ def test_db_upgrade_is_idempotent(runner, app):
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_a_start_on_an_upgraded_database_takes_no_write_lock(app, short_busy_timeout):
     """Each SQLite worker upgrades at start: it must not wait for a writer holding the lock."""
-    holder, _ = own_connection(app)
-    holder.execute("BEGIN IMMEDIATE")
-    try:
+    with holding_the_write_lock_of(app, "sqlite", integration_id=None):
         started = create_app({"DATABASE_URL": app.config["DATABASE_URL"],
                               "RATELIMIT_ENABLED": False})
-    finally:
-        holder.rollback()
-        holder.close()
     with started.app_context():
         assert migrations.current_version() == len(migrations.MIGRATIONS)
 

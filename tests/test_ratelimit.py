@@ -44,11 +44,8 @@ def prefix():
 
 
 @pytest.fixture
-def make_app(db_settings, instance_path, prefix, monkeypatch):
+def make_app(db_settings, instance_path, prefix):
     """An app with rate limits on; keyword arguments override its configuration."""
-    for name in ("DATABASE_URL", "POTPIE_ENCRYPTION_KEYS"):
-        monkeypatch.delenv(name, raising=False)
-
     def make(**config):
         return create_app({"DATABASE_URL": db_settings["DATABASE_URL"],
                            "RATELIMIT_ENABLED": True, "RATELIMIT_KEY_PREFIX": prefix,

@@ -1,5 +1,4 @@
 """WSGI entry point: `gunicorn wsgi:app -c gunicorn.conf.py`."""
-from potpie_flask import create_app, require_encryption_keys
+from potpie_flask import create_app
 
 app = create_app()
-require_encryption_keys(app)

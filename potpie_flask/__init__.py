@@ -1,6 +1,7 @@
 """potpie-flask: third-party integrations of an API key's owner, stored and served over HTTP."""
 import os
 
+import click
 from flask import Flask
 
 from . import api, cli, config, crypto, db, docs, errors, logs, migrations, ops, ratelimit
@@ -32,6 +33,8 @@ def create_app(test_config=None):
 
     embedded = not db.is_postgresql(app.config["DATABASE_URL"])
     app.extensions["potpie_vault"] = _vault(app, create_key_file=embedded)
+    if _serving():
+        _require_encryption_keys(app)
     if embedded:
         _upgrade_embedded_database()
     return app
@@ -85,13 +88,23 @@ def _vault(app, create_key_file):
                                  "several are separated by commas)") from None
 
 
+def _serving():
+    """Whether the app is built to answer requests: by a WSGI server, or `flask run`.
+
+    The other Flask commands build it too, and need no key: `db upgrade` creates the key
+    file, `keys` never touches credentials, `flask shell` is for looking.
+    """
+    command = click.get_current_context(silent=True)
+    return command is None or command.info_name == "run"
+
+
 def _upgrade_embedded_database():
     """The default SQLite setup creates or upgrades its schema on first start."""
     with db.database.connection_context():
         migrations.upgrade()
 
 
-def require_encryption_keys(app):
+def _require_encryption_keys(app):
     """Refuse to serve without an encryption key: workers must never invent their own."""
     if app.extensions["potpie_vault"] is None:
         raise crypto.MissingKeyError(

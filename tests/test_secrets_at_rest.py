@@ -85,14 +85,32 @@ def test_default_sqlite_setup_creates_its_key_file_on_first_start(app, backend, 
     assert (instance_path / crypto.KEY_FILE_NAME).exists()
 
 
-def test_postgresql_without_a_key_refuses_to_serve(pg_url, tmp_path):
+def _without_a_key(pg_url, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("POTPIE_")}
     env.update(DATABASE_URL=pg_url, POTPIE_INSTANCE_PATH=str(tmp_path))
-    done = subprocess.run([sys.executable, "-c", "import wsgi"], cwd=ROOT, env=env,
+    return env
+
+
+@pytest.mark.parametrize("start", [
+    ["-c", "import wsgi"],
+    ["-c", "import potpie_flask; potpie_flask.create_app()"],  # gunicorn 'potpie_flask:create_app()'
+    ["-m", "flask", "--app", "potpie_flask", "run", "--port", "0"],
+], ids=["wsgi", "factory", "flask-run"])
+def test_postgresql_without_a_key_refuses_to_serve(pg_url, tmp_path, start):
+    done = subprocess.run([sys.executable, *start], cwd=ROOT, env=_without_a_key(pg_url, tmp_path),
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "No encryption key: set POTPIE_ENCRYPTION_KEYS" in done.stderr
     assert not (tmp_path / crypto.KEY_FILE_NAME).exists()
+
+
+def test_postgresql_db_upgrade_without_a_key_creates_the_key_file(pg_url, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", "potpie_flask", "db", "upgrade"],
+                          cwd=ROOT, env=_without_a_key(pg_url, tmp_path), capture_output=True,
+                          text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.startswith("schema at version ")
+    Fernet(crypto.read_key_file(str(tmp_path))[0])
 
 
 def test_crypto_rotate_reencrypts_under_the_first_key(app, api, runner, monkeypatch):

@@ -43,8 +43,9 @@ def _current_request_id():
 
 def request_id_from(header):
     """The client's X-Request-ID when it is a sane token, else a fresh one."""
-    # An API key sent as the request id would be echoed, logged and stored (SPEC section 2).
-    if header and _SANE_REQUEST_ID.fullmatch(header) and not KEY_PATTERN.fullmatch(header):
+    # An API key sent as (or inside) the request id would be echoed, logged and stored
+    # (SPEC section 2).
+    if header and _SANE_REQUEST_ID.fullmatch(header) and not KEY_PATTERN.search(header):
         return header
     return uuid.uuid4().hex
 

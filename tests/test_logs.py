@@ -21,7 +21,8 @@ def test_sane_request_id_is_honoured(client, sent):
 
 
 @pytest.mark.parametrize("sent", ["", "x" * 129, "a b", "a\tb", "ä", "a/b", "<script>", "a;b",
-                                  "sk-" + "0123456789abcdef" * 4])
+                                  "sk-" + "0123456789abcdef" * 4,
+                                  "req.sk-" + "0123456789abcdef" * 4 + "-1"])
 def test_insane_request_id_is_replaced(client, sent):
     r = client.get("/healthz", headers={"X-Request-ID": sent})
     assert re.fullmatch(r"[0-9a-f]{32}", r.headers["X-Request-ID"])

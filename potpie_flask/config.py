@@ -18,12 +18,40 @@ def whole_number(config, name, least, most=None):
     config[name] = value
 
 
+def seconds(config, name):
+    """Make `config[name]` a float of seconds above 0 (ASCII digits in text too), or ConfigError."""
+    value = config.get(name)
+    if isinstance(value, str) and re.fullmatch(r"\s*[0-9]+(\.[0-9]+)?\s*", value):
+        value = float(value)
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9):
+        raise ConfigError(f"POTPIE_{name} must be a number of seconds above 0, not {value!r}")
+    config[name] = float(value)
+
+
+def one_of(config, name, choices):
+    """Make `config[name]` one of `choices` (upper case; given in any case), or ConfigError."""
+    value = config.get(name)
+    if not isinstance(value, str) or value.strip().upper() not in choices:
+        raise ConfigError(f"POTPIE_{name} must be one of {', '.join(choices)}, not {value!r}")
+    config[name] = value.strip().upper()
+
+
 def check(config):
-    """Refuse at start the settings that are used as given, never converted where they are read."""
+    """Refuse at start a setting the service cannot use, naming it, rather than fail requests."""
     if config.get("MAX_CONTENT_LENGTH") is not None:  # None: Flask's "no limit"
         whole_number(config, "MAX_CONTENT_LENGTH", 1)
     whole_number(config, "RETRY_AFTER_SECONDS", 0)
     whole_number(config, "DATABASE_LOCK_TIMEOUT_MS", 0, 2**31 - 1)  # PostgreSQL's own limit
+    whole_number(config, "SQLITE_BUSY_TIMEOUT_MS", 0, 2**31 - 1)  # SQLite's (a C int)
+    # SQLite reads any other word as NORMAL: a mistyped FULL would lose its durability quietly.
+    one_of(config, "SQLITE_SYNCHRONOUS", ("NORMAL", "FULL", "EXTRA", "OFF"))
+    whole_number(config, "DATABASE_MAX_CONNECTIONS", 1)
+    # Whole seconds: playhouse.pool truncates to an int, and reads 0 as "wait forever".
+    whole_number(config, "DATABASE_POOL_TIMEOUT", 1)
+    whole_number(config, "DATABASE_STALE_TIMEOUT", 1)
+    # libpq reads 0 as "wait forever" too.
+    whole_number(config, "DATABASE_CONNECT_TIMEOUT", 1)
+    seconds(config, "RATELIMIT_STORAGE_TIMEOUT")
 
 
 def is_on(value):

@@ -32,16 +32,16 @@ def open_database(url, config):
     if is_postgresql(url):
         return PooledPostgresql(
             **db_url.parse("postgresql://" + url.split("://", 1)[1]),
-            max_connections=int(config["DATABASE_MAX_CONNECTIONS"]),
-            stale_timeout=int(config["DATABASE_STALE_TIMEOUT"]),
-            timeout=float(config["DATABASE_POOL_TIMEOUT"]),
-            connect_timeout=int(config["DATABASE_CONNECT_TIMEOUT"]),
+            max_connections=config["DATABASE_MAX_CONNECTIONS"],
+            stale_timeout=config["DATABASE_STALE_TIMEOUT"],
+            timeout=config["DATABASE_POOL_TIMEOUT"],
+            connect_timeout=config["DATABASE_CONNECT_TIMEOUT"],
             prepared_statements=is_on(config["DATABASE_PREPARED_STATEMENTS"]),
             lock_timeout_ms=config["DATABASE_LOCK_TIMEOUT_MS"],
         )
     if urlsplit(url).scheme != "sqlite":
         raise RuntimeError("DATABASE_URL must start with sqlite:// or postgresql://")
-    busy_ms = int(config["SQLITE_BUSY_TIMEOUT_MS"])
+    busy_ms = config["SQLITE_BUSY_TIMEOUT_MS"]
     return QueuedWritersSqlite(
         db_url.parse(url)["database"],
         # BEGIN IMMEDIATE: a read-then-write transaction takes the write lock up front,

@@ -130,10 +130,15 @@ class UtcDateTime(_RulesInDeserialize, fields.DateTime):
     """An ISO 8601 datetime, converted to naive UTC; no time zone means UTC."""
 
     default_error_messages = BASE_MESSAGES
+    # A date and a time, at least to the minute: fromisoformat alone also takes a date, an
+    # hour alone, a week date, or any character between date and time.
+    _DATE_AND_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
 
     def _deserialize(self, value, attr, data, **kwargs):
         try:
-            # Every ISO 8601 form, a Z suffix included, from Python 3.11 (setup.cfg requires it).
+            if not (isinstance(value, str) and self._DATE_AND_TIME.match(value)):
+                raise ValueError(value)
+            # The rest in any ISO 8601 form, a Z suffix included, from Python 3.11 (setup.cfg).
             parsed = dt.datetime.fromisoformat(value)
             if parsed.tzinfo is not None:
                 # OverflowError: an offset that moves year 1 or 9999 out of datetime's range.

@@ -4,6 +4,7 @@ from marshmallow import ValidationError, validate
 
 from potpie_flask import create_app
 from potpie_flask.config import ConfigError
+from potpie_flask.db import database
 from potpie_flask.fields import Text
 from potpie_flask.models import Integration
 from potpie_flask.schemas import ScopeDataSchema, StrictSchema
@@ -63,6 +64,18 @@ CASES = {
         [problem(["auth_data", "expires_at"], "invalid datetime format", "value_error.datetime")]),
     "expires_at after year 9999 in UTC": (
         {**VALID, "auth_data": {"code": "c", "expires_at": "9999-12-31T23:59:59-01:00"}},
+        [problem(["auth_data", "expires_at"], "invalid datetime format", "value_error.datetime")]),
+    "expires_at a date without a time": (
+        {**VALID, "auth_data": {"code": "c", "expires_at": "2030-01-01"}},
+        [problem(["auth_data", "expires_at"], "invalid datetime format", "value_error.datetime")]),
+    "expires_at an hour without minutes": (
+        {**VALID, "auth_data": {"code": "c", "expires_at": "2030-01-01T10"}},
+        [problem(["auth_data", "expires_at"], "invalid datetime format", "value_error.datetime")]),
+    "expires_at with x between date and time": (
+        {**VALID, "auth_data": {"code": "c", "expires_at": "2030-01-01x10:00"}},
+        [problem(["auth_data", "expires_at"], "invalid datetime format", "value_error.datetime")]),
+    "expires_at a week date": (
+        {**VALID, "auth_data": {"code": "c", "expires_at": "2030-W01-1T10:00"}},
         [problem(["auth_data", "expires_at"], "invalid datetime format", "value_error.datetime")]),
     "unknown top-level field": ({**VALID, "owner": "me"},
                                 [problem(["owner"], "extra fields not permitted",
@@ -164,9 +177,10 @@ def test_null_tags_mean_empty(api):
     assert r.get_json()["data"]["metadata"]["tags"] == []
 
 
-def test_expires_at_without_zone_is_utc(api):
-    r = api.post(SAVE, json={**VALID, "auth_data": {"code": "c",
-                                                    "expires_at": "2030-05-01T08:00:00"}})
+@pytest.mark.parametrize("sent", ["2030-05-01T08:00:00", "2030-05-01 08:00", "2030-05-01T08:00Z",
+                                  "2030-05-01T10:00:00.000+02:00"])
+def test_expires_at_is_stored_in_utc_and_without_a_zone_taken_as_utc(api, sent):
+    r = api.post(SAVE, json={**VALID, "auth_data": {"code": "c", "expires_at": sent}})
     assert r.get_json()["data"]["auth_data"]["expires_at"] == "2030-05-01T08:00:00.000000Z"
 
 
@@ -204,6 +218,32 @@ def test_the_lock_timeout_is_refused_at_start_beyond_what_postgresql_takes(insta
         create_app({"RATELIMIT_ENABLED": False, "DATABASE_LOCK_TIMEOUT_MS": value})
     assert str(refused.value) == ("POTPIE_DATABASE_LOCK_TIMEOUT_MS must be a whole number "
                                   f"from 0 to 2147483647, not {value!r}")
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("SQLITE_SYNCHRONOUS", "FUL", "must be one of NORMAL, FULL, EXTRA, OFF, not 'FUL'"),
+    ("SQLITE_SYNCHRONOUS", 2, "must be one of NORMAL, FULL, EXTRA, OFF, not 2"),
+    ("SQLITE_BUSY_TIMEOUT_MS", "x", "must be a whole number from 0 to 2147483647, not 'x'"),
+    ("DATABASE_MAX_CONNECTIONS", "abc", "must be a whole number of at least 1, not 'abc'"),
+    ("DATABASE_POOL_TIMEOUT", 0.5, "must be a whole number of at least 1, not 0.5"),
+    ("DATABASE_STALE_TIMEOUT", 0, "must be a whole number of at least 1, not 0"),
+    ("DATABASE_CONNECT_TIMEOUT", "0", "must be a whole number of at least 1, not 0"),
+    ("RATELIMIT_STORAGE_TIMEOUT", "0", "must be a number of seconds above 0, not 0.0"),
+    ("RATELIMIT_STORAGE_TIMEOUT", "half", "must be a number of seconds above 0, not 'half'"),
+])
+def test_a_database_or_storage_setting_is_refused_at_start(instance_path, name, value, message):
+    with pytest.raises(ConfigError) as refused:
+        create_app({"RATELIMIT_ENABLED": False, name: value})
+    assert str(refused.value) == f"POTPIE_{name} {message}"
+
+
+def test_settings_given_as_text_are_read_as_they_are_used(instance_path):
+    app = create_app({"RATELIMIT_ENABLED": False, "SQLITE_SYNCHRONOUS": " full",
+                      "DATABASE_POOL_TIMEOUT": "3", "RATELIMIT_STORAGE_TIMEOUT": "0.25"})
+    assert (app.config["SQLITE_SYNCHRONOUS"], app.config["DATABASE_POOL_TIMEOUT"],
+            app.config["RATELIMIT_STORAGE_TIMEOUT"]) == ("FULL", 3, 0.25)
+    with database.connection_context():
+        assert database.execute_sql("PRAGMA synchronous").fetchone() == (2,)
 
 
 def test_settings_given_as_digits_are_read_as_numbers(instance_path):

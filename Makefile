@@ -16,7 +16,8 @@ install: $(BIN)/python
 run: install
 	$(BIN)/flask --app potpie_flask db upgrade
 	@echo "Development API key for $(DEV_USER) (use it as the x-api-key header):"
-	@$(BIN)/flask --app potpie_flask keys create --user-id $(DEV_USER) --label dev | tail -n 1
+	@key=$$($(BIN)/flask --app potpie_flask keys create --user-id $(DEV_USER) --label dev) \
+		&& echo "$$key" | tail -n 1
 	$(BIN)/gunicorn wsgi:app -c gunicorn.conf.py
 
 test: install

@@ -80,13 +80,13 @@ def keys_create(user_id, email, label):
 
 
 @keys_cli.command("list")
-@click.option("--user-id", default=None, help="Only this user's keys.")
+@click.option("--user-id", default=None, callback=_stored_text, help="Only this user's keys.")
 @needs_database
 @needs_schema
 def keys_list(user_id):
     """List keys: id, user, label, first 7 characters, created, revoked."""
     query = ApiKey.select().order_by(ApiKey.id)
-    if user_id:
+    if user_id is not None:
         query = query.where(ApiKey.user_id == user_id)
     click.echo("id\tuser_id\tlabel\tprefix\tcreated_at\trevoked_at")
     for row in query:

@@ -64,7 +64,8 @@ def test_keys_cli_create_list_revoke(runner, client):
     assert re.fullmatch(r"sk-[0-9a-f]{64}", key)
     assert client.get(LIST, headers={"x-api-key": key}).status_code == 200
 
-    listed = runner.invoke(args=["keys", "list", "--user-id", "user_cli"])
+    # Stripped, as `keys create` strips it.
+    listed = runner.invoke(args=["keys", "list", "--user-id", " user_cli "])
     assert listed.exit_code == 0
     lines = listed.output.strip().splitlines()
     assert lines[0] == "id\tuser_id\tlabel\tprefix\tcreated_at\trevoked_at"

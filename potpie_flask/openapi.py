@@ -60,7 +60,11 @@ _RESPONSES = {
                         out.DetailSchema, None),
     "UnsupportedMediaType": ("The body is not `application/json`: "
                              "`Content-Type must be application/json`.", out.DetailSchema, None),
-    "ValidationFailed": ("Every problem found, in the FastAPI/pydantic-v1 shape.",
+    "ValidationFailed": ("Every problem found, in the FastAPI/pydantic-v1 shape. The order "
+                         "of several unknown-field problems is not defined. A body that "
+                         "repeats a key, or holds NaN, Infinity or an integer too long to "
+                         "read, is refused as `value_error.jsondecode` at `[\"body\", 0]`: "
+                         "parsers disagree on what it means.",
                          out.ValidationFailedSchema, None),
     "RateLimited": ('Over a rate limit: `{"detail": "Rate limit exceeded"}`.',
                     out.DetailSchema, {"Retry-After": _RETRY_AFTER}),

@@ -125,19 +125,31 @@ def crypto_rotate():
     with database.atomic():
         for row in Integration.select(Integration.id, Integration.credentials).where(
                 Integration.credentials.is_null(False)):
-            if not vault.uses_first_key(row.credentials):
-                try:
-                    token = vault.rotate(row.credentials)
-                except InvalidToken:
-                    # The transaction rolls back: nothing is half rotated.
-                    raise click.ClickException(
-                        f"the credentials of integration {row.id} decrypt with none of the "
-                        "configured keys: keep the key they were stored with in "
-                        "POTPIE_ENCRYPTION_KEYS (after the new first key) until rotate has "
-                        "run; nothing was re-encrypted") from None
-                Integration.update(credentials=token).where(Integration.id == row.id).execute()
-                rotated += 1
+            rotated += _rotate_one(vault, row.id, row.credentials)
     click.echo(f"re-encrypted {rotated} credential(s)")
+
+
+def _rotate_one(vault, integration_id, token):
+    """Re-encrypt one integration's credentials under the first key; 1 when rewritten, else 0."""
+    while token is not None and not vault.uses_first_key(token):
+        try:
+            rotated = vault.rotate(token)
+        except InvalidToken:
+            # The transaction rolls back: nothing is half rotated.
+            raise click.ClickException(
+                f"the credentials of integration {integration_id} decrypt with none of the "
+                "configured keys: keep the key they were stored with in "
+                "POTPIE_ENCRYPTION_KEYS (after the new first key) until rotate has "
+                "run; nothing was re-encrypted") from None
+        # Written only over the token read: on PostgreSQL a request may have stored new
+        # credentials since (the service runs on while rotate does).
+        if Integration.update(credentials=rotated).where(
+                (Integration.id == integration_id)
+                & (Integration.credentials == token)).execute():
+            return 1
+        token = (Integration.select(Integration.credentials)
+                 .where(Integration.id == integration_id).scalar())
+    return 0
 
 
 def init_app(app):

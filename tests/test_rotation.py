@@ -1,4 +1,6 @@
 """Encryption key rotation end to end (SPEC sections 7-8): new key in front, rotate, drop the old."""
+import threading
+
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -8,8 +10,8 @@ from potpie_flask.crypto import KEY_FILE_NAME, Vault
 from potpie_flask.models import Integration
 
 from .conftest import OWNER
-from .faults import SAVE
-from .helpers import create
+from .faults import SAVE, wait_until
+from .helpers import create, own_connection
 from .servers import Gunicorn, flask_cli, server_env
 
 
@@ -67,6 +69,47 @@ def test_rotate_stops_at_a_credential_no_key_opens_and_changes_nothing(app, api,
         "the new first key) until rotate has run; nothing was re-encrypted\n")
     with app.app_context():
         assert {row.id: row.credentials for row in Integration.select()} == stored
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])  # SQLite's rotate holds every writer off
+def test_rotate_keeps_credentials_a_request_stored_while_it_ran(app, api, runner, backend):
+    old_key, new_key = Fernet.generate_key(), Fernet.generate_key()
+    with app.app_context():
+        iid = create(api, name="Raced", integration_type="jira",
+                     auth_data={"access_token": "t"})["integration_id"]
+        Integration.update(credentials=Fernet(old_key).encrypt(b'{"access_token":"old"}').decode()
+                           ).where(Integration.id == iid).execute()
+    vault = app.extensions["potpie_vault"] = Vault([new_key, old_key])
+    # A worker not restarted yet stores new credentials under the old key, its lock held
+    # until rotate has read the row and waits to write it.
+    request, _ = own_connection(app)
+    cursor = request.cursor()
+    cursor.execute("UPDATE integration SET credentials = %s WHERE id = %s",
+                   (Fernet(old_key).encrypt(b'{"access_token":"new"}').decode(), iid))
+    done = []
+    rotate = threading.Thread(target=lambda: done.append(runner.invoke(args=["crypto", "rotate"])),
+                              daemon=True)
+    rotate.start()
+    watcher, _ = own_connection(app)
+    watcher.autocommit = True
+
+    def rotate_waits_for_the_row():
+        with watcher.cursor() as watching:
+            watching.execute("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+                             "AND wait_event_type = 'Lock' AND query LIKE 'UPDATE%%'")
+            return watching.fetchone()
+    try:
+        wait_until(rotate_waits_for_the_row, 10, "rotate to wait for the row's lock")
+    finally:
+        request.commit()
+        request.close()
+        watcher.close()
+    rotate.join(10)
+    assert (done[0].exit_code, done[0].output) == (0, "re-encrypted 1 credential(s)\n")
+    with app.app_context():
+        stored = Integration.get_by_id(iid).credentials
+    assert vault.open(stored) == {"access_token": "new"}
+    assert vault.uses_first_key(stored)
 
 
 FERNET_ERROR = ("Fernet key must be 32 url-safe base64-encoded bytes. (a key from "

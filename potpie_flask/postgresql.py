@@ -108,12 +108,18 @@ class PooledPostgresql(PooledPostgresqlDatabase):
     def _connect(self):
         self._state.unsent = None
         with self._pool_lock:
-            idle = {id(conn) for _, _, conn in self._connections}
+            # The connections themselves: a new one may take the id of one the pool dropped.
+            idle = [conn for _, _, conn in self._connections]
             conn = super()._connect()
         # Only a connection that waited in the pool can have died unnoticed.
-        self._state.untested = id(conn) in idle
+        self._state.untested = any(conn is waiting for waiting in idle)
         if not self._state.untested:
-            self._start_session(conn)
+            try:
+                self._start_session(conn)
+            except BaseException:
+                # The pool counts it in use: without this its slot and socket stay taken.
+                self._close(conn, close_conn=True)
+                raise
         return conn
 
     def _start_session(self, conn):

@@ -13,10 +13,14 @@ import threading
 import time
 import uuid
 
+import peewee
+import psycopg2
 import pytest
+from playhouse import db_url
 
 from potpie_flask import create_app
 from potpie_flask.db import database
+from potpie_flask.postgresql import PooledPostgresql
 
 from .faults import SAVE, pg_address, post_json, wait_until, workers
 from .helpers import holding_the_write_lock_of, own_connection, run_bounded
@@ -345,3 +349,26 @@ def test_sqlite_writer_with_no_busy_timeout_answers_503_at_once(no_busy_timeout,
             done.set()
             releaser.join(20)
     assert_unavailable(r.status_code, r.get_json(), r.headers)
+
+
+def test_a_connection_whose_session_setup_fails_gives_its_pool_slot_back(pg_url):
+    name = f"potpie-setup-{uuid.uuid4().hex[:8]}"
+    # A lock_timeout PostgreSQL refuses (config.check bounds the setting): the SET fails on
+    # a connection the pool has already counted as in use, as a server going away would.
+    pool = PooledPostgresql(**db_url.parse(pg_url), max_connections=1, timeout=1,
+                            lock_timeout_ms=2**40, application_name=name)
+    for _ in range(2):  # the second finds the slot free, not "Exceeded maximum connections"
+        with pytest.raises(peewee.DataError, match="lock_timeout"):
+            pool.connect()
+    watcher = psycopg2.connect(pg_url)
+    watcher.autocommit = True
+
+    def no_session_left():
+        with watcher.cursor() as cursor:
+            cursor.execute("SELECT count(*) = 0 FROM pg_stat_activity "
+                           "WHERE application_name = %s", (name,))
+            return cursor.fetchone()[0]
+    try:
+        wait_until(no_session_left, 10, "the failed connections' sessions to end")
+    finally:
+        watcher.close()

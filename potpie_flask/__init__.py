@@ -100,8 +100,14 @@ def _serving():
 
 def _upgrade_embedded_database():
     """The default SQLite setup creates or upgrades its schema on first start."""
-    with db.database.connection_context():
-        migrations.upgrade()
+    try:
+        with db.database.connection_context():
+            migrations.upgrade()
+    except db.UNAVAILABLE_ERRORS as exc:
+        if _serving():
+            raise
+        # A CLI command loads the app before it runs: answer as its own failure would.
+        raise cli.database_unavailable(exc) from None
 
 
 def _require_encryption_keys(app):

@@ -19,6 +19,12 @@ keys_cli = AppGroup("keys", help="Manage API keys.")
 crypto_cli = AppGroup("crypto", help="Manage credential encryption.")
 
 
+def database_unavailable(exc):
+    """The one Error line, not a traceback, of a database that cannot be reached or is locked."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return click.ClickException(f"the database is unavailable: {reason}")
+
+
 def needs_database(command):
     """Answer one Error line, not a traceback, when the database cannot be reached or is locked."""
     @functools.wraps(command)
@@ -26,8 +32,7 @@ def needs_database(command):
         try:
             return command(*args, **kwargs)
         except UNAVAILABLE_ERRORS as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise click.ClickException(f"the database is unavailable: {reason}") from None
+            raise database_unavailable(exc) from None
     return run
 
 

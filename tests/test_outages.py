@@ -9,6 +9,8 @@ import fcntl
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -25,7 +27,7 @@ from potpie_flask.postgresql import PooledPostgresql
 from .faults import SAVE, pg_address, post_json, wait_until, workers
 from .helpers import holding_the_write_lock_of, own_connection, run_bounded
 from .proxy import TcpProxy
-from .servers import Gunicorn, server_env
+from .servers import ROOT, Gunicorn, server_env
 
 UNAVAILABLE = {"success": False, "data": None,
                "error": "Failed to save integration: Database unavailable"}
@@ -92,6 +94,18 @@ def test_cli_with_the_database_cut_answers_one_error_line(app, api, proxy):
         assert len(result.output.splitlines()) == 1, result.output
     proxy.restore()
     assert runner.invoke(args=["keys", "list"]).exit_code == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_cli_on_a_sqlite_file_it_cannot_open_answers_one_error_line(backend, tmp_path):
+    """SQLite's schema is upgraded while Flask's CLI loads the app, before any command runs."""
+    env = server_env(tmp_path / "instance", {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'no such folder' / 'potpie.sqlite3'}"})
+    for args in (["keys", "list"], ["db", "upgrade"]):
+        done = subprocess.run([sys.executable, "-m", "flask", "--app", "potpie_flask", *args],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert (done.returncode, done.stdout, done.stderr) == (
+            1, "", "Error: the database is unavailable: unable to open database file\n"), args
 
 
 def test_connection_that_died_idle_in_the_pool_is_replaced_silently(api, client, proxy):

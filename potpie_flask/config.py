@@ -45,13 +45,16 @@ def check(config):
     whole_number(config, "SQLITE_BUSY_TIMEOUT_MS", 0, 2**31 - 1)  # SQLite's (a C int)
     # SQLite reads any other word as NORMAL: a mistyped FULL would lose its durability quietly.
     one_of(config, "SQLITE_SYNCHRONOUS", ("NORMAL", "FULL", "EXTRA", "OFF"))
-    whole_number(config, "DATABASE_MAX_CONNECTIONS", 1)
-    # Whole seconds: playhouse.pool truncates to an int, and reads 0 as "wait forever".
-    whole_number(config, "DATABASE_POOL_TIMEOUT", 1)
-    whole_number(config, "DATABASE_STALE_TIMEOUT", 1)
-    # libpq reads 0 as "wait forever" too.
+    # 0 is playhouse.pool's "no cap" and "never recycle".
+    whole_number(config, "DATABASE_MAX_CONNECTIONS", 0)
+    whole_number(config, "DATABASE_STALE_TIMEOUT", 0)
+    # Above 0: playhouse.pool and libpq read 0 as "wait forever", never a 503.
+    seconds(config, "DATABASE_POOL_TIMEOUT")
     whole_number(config, "DATABASE_CONNECT_TIMEOUT", 1)
     seconds(config, "RATELIMIT_STORAGE_TIMEOUT")
+    # A number is a level too; logging's own error for another word names no variable.
+    if type(config.get("LOG_LEVEL")) is not int:
+        one_of(config, "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 
 
 def is_on(value):
@@ -90,6 +93,9 @@ DATABASE_LOCK_TIMEOUT_MS = 5000
 # having them parsed and planned on every request. Prepared statements belong to a server
 # session: set false behind PgBouncer in transaction mode.
 DATABASE_PREPARED_STATEMENTS = True
+
+# Level of the JSON log lines on standard error (a name in any case, or a number).
+LOG_LEVEL = "INFO"
 
 # Seconds a client is told to wait after a 503.
 RETRY_AFTER_SECONDS = 5

@@ -6,6 +6,7 @@ import re
 import pytest
 
 from potpie_flask import create_app
+from potpie_flask.config import ConfigError
 from potpie_flask.logs import log
 
 from .faults import SAVE
@@ -22,7 +23,8 @@ def test_sane_request_id_is_honoured(client, sent):
 
 @pytest.mark.parametrize("sent", ["", "x" * 129, "a b", "a\tb", "ä", "a/b", "<script>", "a;b",
                                   "sk-" + "0123456789abcdef" * 4,
-                                  "req.sk-" + "0123456789abcdef" * 4 + "-1"])
+                                  "req.sk-" + "0123456789abcdef" * 4 + "-1",
+                                  "0123456789ABCDEF" * 4])
 def test_insane_request_id_is_replaced(client, sent):
     r = client.get("/healthz", headers={"X-Request-ID": sent})
     assert re.fullmatch(r"[0-9a-f]{32}", r.headers["X-Request-ID"])
@@ -52,7 +54,9 @@ def test_a_run_with_credentials_and_a_bad_key_logs_no_secret(
             status, answer, headers = server.request(
                 method, path, headers={"X-Request-ID": rid}, **kwargs)
             assert headers["X-Request-ID"] == rid
-            sent.append((rid, method, path.split("?")[0], status))
+            # A key pasted into a URL is logged redacted.
+            logged_path = path.split("?")[0].replace(api_key[3:], "[redacted]")
+            sent.append((rid, method, logged_path, status))
             return status, answer
 
         body = {"name": "Logged", "integration_type": "github",
@@ -68,6 +72,7 @@ def test_a_run_with_credentials_and_a_bad_key_logs_no_secret(
         assert call("POST", SAVE, body=body, key=api_key[:-1] + "Z")[0] == 401
         assert call("POST", SAVE, body={**body, "name": 1}, key=api_key)[0] == 422
         assert call("GET", "/healthz")[0] == 200
+        assert call("GET", f"/api/v2/integrations/{api_key}", key=api_key)[0] == 404
     log = log_path.read_text()
 
     for secret in (token, refresh, code, bad_key, api_key, marker):
@@ -95,3 +100,10 @@ def test_the_log_level_is_read_whatever_its_case(instance_path, given, level):
         assert log.level == level
     finally:
         log.setLevel(logging.INFO)
+
+
+def test_a_log_level_logging_does_not_know_is_refused_at_start(instance_path):
+    with pytest.raises(ConfigError) as refused:
+        create_app({"RATELIMIT_ENABLED": False, "LOG_LEVEL": "verbose"})
+    assert str(refused.value) == ("POTPIE_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, "
+                                  "CRITICAL, not 'verbose'")

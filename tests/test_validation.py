@@ -224,9 +224,9 @@ def test_the_lock_timeout_is_refused_at_start_beyond_what_postgresql_takes(insta
     ("SQLITE_SYNCHRONOUS", "FUL", "must be one of NORMAL, FULL, EXTRA, OFF, not 'FUL'"),
     ("SQLITE_SYNCHRONOUS", 2, "must be one of NORMAL, FULL, EXTRA, OFF, not 2"),
     ("SQLITE_BUSY_TIMEOUT_MS", "x", "must be a whole number from 0 to 2147483647, not 'x'"),
-    ("DATABASE_MAX_CONNECTIONS", "abc", "must be a whole number of at least 1, not 'abc'"),
-    ("DATABASE_POOL_TIMEOUT", 0.5, "must be a whole number of at least 1, not 0.5"),
-    ("DATABASE_STALE_TIMEOUT", 0, "must be a whole number of at least 1, not 0"),
+    ("DATABASE_MAX_CONNECTIONS", "abc", "must be a whole number of at least 0, not 'abc'"),
+    ("DATABASE_POOL_TIMEOUT", 0, "must be a number of seconds above 0, not 0"),
+    ("DATABASE_STALE_TIMEOUT", "5m", "must be a whole number of at least 0, not '5m'"),
     ("DATABASE_CONNECT_TIMEOUT", "0", "must be a whole number of at least 1, not 0"),
     ("RATELIMIT_STORAGE_TIMEOUT", "0", "must be a number of seconds above 0, not 0.0"),
     ("RATELIMIT_STORAGE_TIMEOUT", "half", "must be a number of seconds above 0, not 'half'"),
@@ -239,9 +239,9 @@ def test_a_database_or_storage_setting_is_refused_at_start(instance_path, name, 
 
 def test_settings_given_as_text_are_read_as_they_are_used(instance_path):
     app = create_app({"RATELIMIT_ENABLED": False, "SQLITE_SYNCHRONOUS": " full",
-                      "DATABASE_POOL_TIMEOUT": "3", "RATELIMIT_STORAGE_TIMEOUT": "0.25"})
+                      "DATABASE_POOL_TIMEOUT": "0.5", "RATELIMIT_STORAGE_TIMEOUT": "0.25"})
     assert (app.config["SQLITE_SYNCHRONOUS"], app.config["DATABASE_POOL_TIMEOUT"],
-            app.config["RATELIMIT_STORAGE_TIMEOUT"]) == ("FULL", 3, 0.25)
+            app.config["RATELIMIT_STORAGE_TIMEOUT"]) == ("FULL", 0.5, 0.25)
     with database.connection_context():
         assert database.execute_sql("PRAGMA synchronous").fetchone() == (2,)
 

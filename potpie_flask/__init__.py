@@ -3,6 +3,7 @@ import os
 
 import click
 from flask import Flask
+from flask.cli import FlaskGroup
 
 from . import api, cli, config, crypto, db, docs, errors, logs, migrations, ops, ratelimit
 from .json_provider import OrjsonProvider
@@ -10,6 +11,19 @@ from .json_provider import OrjsonProvider
 
 def create_app(test_config=None):
     """Build the application: package defaults < instance/config.py < POTPIE_* < test_config."""
+    try:
+        return _built_app(test_config)
+    except (config.ConfigError, *db.UNAVAILABLE_ERRORS) as exc:
+        if _serving():
+            raise
+        # A Flask command loads the app before it runs: one Error line, as its own failures
+        # give, not a traceback.
+        if isinstance(exc, config.ConfigError):
+            raise click.ClickException(str(exc)) from None
+        raise cli.database_unavailable(exc) from None
+
+
+def _built_app(test_config):
     app = configured_flask(test_config)
     config.check(app.config)
     os.makedirs(app.instance_path, exist_ok=True)
@@ -95,19 +109,15 @@ def _serving():
     file, `keys` never touches credentials, `flask shell` is for looking.
     """
     command = click.get_current_context(silent=True)
-    return command is None or command.info_name == "run"
+    if command is None or not isinstance(command.find_root().command, FlaskGroup):
+        return True  # a WSGI server, click-based or not
+    return command.info_name == "run"
 
 
 def _upgrade_embedded_database():
     """The default SQLite setup creates or upgrades its schema on first start."""
-    try:
-        with db.database.connection_context():
-            migrations.upgrade()
-    except db.UNAVAILABLE_ERRORS as exc:
-        if _serving():
-            raise
-        # A CLI command loads the app before it runs: answer as its own failure would.
-        raise cli.database_unavailable(exc) from None
+    with db.database.connection_context():
+        migrations.upgrade()
 
 
 def _require_encryption_keys(app):

@@ -97,15 +97,20 @@ def test_cli_with_the_database_cut_answers_one_error_line(app, api, proxy):
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_cli_on_a_sqlite_file_it_cannot_open_answers_one_error_line(backend, tmp_path):
-    """SQLite's schema is upgraded while Flask's CLI loads the app, before any command runs."""
+@pytest.mark.parametrize("settings,error", [
+    ({"DATABASE_URL": "sqlite:///{tmp}/no such folder/potpie.sqlite3"},
+     "the database is unavailable: unable to open database file"),
+    ({"POTPIE_SQLITE_SYNCHRONOUS": "FUL"},
+     "POTPIE_SQLITE_SYNCHRONOUS must be one of NORMAL, FULL, EXTRA, OFF, not 'FUL'"),
+], ids=["unopenable-file", "bad-setting"])
+def test_cli_that_cannot_load_the_app_answers_one_error_line(backend, tmp_path, settings, error):
+    """Flask's CLI loads the app (SQLite's schema upgrade included) before any command runs."""
     env = server_env(tmp_path / "instance", {
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'no such folder' / 'potpie.sqlite3'}"})
+        name: value.format(tmp=tmp_path) for name, value in settings.items()})
     for args in (["keys", "list"], ["db", "upgrade"]):
         done = subprocess.run([sys.executable, "-m", "flask", "--app", "potpie_flask", *args],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-        assert (done.returncode, done.stdout, done.stderr) == (
-            1, "", "Error: the database is unavailable: unable to open database file\n"), args
+        assert (done.returncode, done.stdout, done.stderr) == (1, "", f"Error: {error}\n"), args
 
 
 def test_connection_that_died_idle_in_the_pool_is_replaced_silently(api, client, proxy):
@@ -369,8 +374,10 @@ def test_a_connection_whose_session_setup_fails_gives_its_pool_slot_back(pg_url)
     name = f"potpie-setup-{uuid.uuid4().hex[:8]}"
     # A lock_timeout PostgreSQL refuses (config.check bounds the setting): the SET fails on
     # a connection the pool has already counted as in use, as a server going away would.
+    # options: PostgreSQL's default, none, whatever the role or PGOPTIONS give, so the SET runs.
     pool = PooledPostgresql(**db_url.parse(pg_url), max_connections=1, timeout=1,
-                            lock_timeout_ms=2**40, application_name=name)
+                            lock_timeout_ms=2**40, application_name=name,
+                            options="-c lock_timeout=0")
     for _ in range(2):  # the second finds the slot free, not "Exceeded maximum connections"
         with pytest.raises(peewee.DataError, match="lock_timeout"):
             pool.connect()

@@ -105,6 +105,7 @@ def test_rotate_keeps_credentials_a_request_stored_while_it_ran(app, api, runner
         request.close()
         watcher.close()
     rotate.join(10)
+    assert done, "rotate still running 10 s after the request committed"
     assert (done[0].exit_code, done[0].output) == (0, "re-encrypted 1 credential(s)\n")
     with app.app_context():
         stored = Integration.get_by_id(iid).credentials

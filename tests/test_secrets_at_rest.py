@@ -95,7 +95,9 @@ def _without_a_key(pg_url, tmp_path):
     ["-c", "import wsgi"],
     ["-c", "import potpie_flask; potpie_flask.create_app()"],  # gunicorn 'potpie_flask:create_app()'
     ["-m", "flask", "--app", "potpie_flask", "run", "--port", "0"],
-], ids=["wsgi", "factory", "flask-run"])
+    # A click-based server (uvicorn, say) loading the app inside its own command.
+    ["-c", "import click; click.command()(lambda: __import__('wsgi'))()"],
+], ids=["wsgi", "factory", "flask-run", "click-server"])
 def test_postgresql_without_a_key_refuses_to_serve(pg_url, tmp_path, start):
     done = subprocess.run([sys.executable, *start], cwd=ROOT, env=_without_a_key(pg_url, tmp_path),
                           capture_output=True, text=True, timeout=60)

@@ -3,7 +3,7 @@ import json
 
 from flask import current_app, request
 from marshmallow import ValidationError
-from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from .errors import DetailError, RequestInvalid, problems_from
 from .schemas import load_body
@@ -40,6 +40,17 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_
 
 def _raw_body():
     """The body bytes, 413 beyond MAX_CONTENT_LENGTH whether or not a Content-Length was sent."""
+    try:
+        return _body_bytes()
+    except HTTPException:
+        raise
+    except Exception:
+        # The server could not deframe the body (gunicorn's InvalidChunkSize, say): the
+        # client's error, and its message quotes the body, credentials included. Never logged.
+        raise BadRequest() from None
+
+
+def _body_bytes():
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
     length = request.content_length
     if length is not None and limit and length <= limit:

@@ -7,6 +7,7 @@ import http.client
 import io
 import json
 import random
+import socket
 
 import pytest
 
@@ -17,6 +18,7 @@ from .servers import Gunicorn, server_env
 
 pytestmark = pytest.mark.slow
 
+UNFRAMED_TOKEN = "ghp_unframed" + "S3cr3t" * 6
 VALID = {"name": "Hostile", "integration_type": "jira", "status": "active", "active": True,
          "unique_identifier": "hostile-1",
          "auth_data": {"access_token": "a", "refresh_token": "r", "code": "c", "token_type": "Bearer",
@@ -164,6 +166,23 @@ def send_chunked(server, key, body):
         conn.close()
 
 
+def send_unframed_chunked(server, key, body):
+    """A chunked body sent without its chunk framing: gunicorn reads it as the chunk size."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(b"POST " + SAVE.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nx-api-key: " + key.encode() +
+                     b"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+                     body + b"\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, raw = answer.partition(b"\r\n\r\n")
+    status = int(head.split()[1])
+    ctype = next(line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+                 if line.lower().startswith(b"content-type:"))
+    return status, ctype, raw
+
+
 def test_corpus_gets_only_4xx_json_from_the_same_healthy_server(
         api_key, instance_path, db_settings, tmp_path):
     log_path = tmp_path / "gunicorn.log"
@@ -179,6 +198,11 @@ def test_corpus_gets_only_4xx_json_from_the_same_healthy_server(
         status, ctype, raw = send_chunked(server, api_key, b" " * (64 * 1024 + 1))
         if not (status == 413 and ctype == "application/json; charset=utf-8"):
             wrong.append(("chunked 64 KiB + 1", status, ctype, raw[:200]))
+        unframed = json.dumps({**VALID, "auth_data": {"access_token": UNFRAMED_TOKEN}}).encode()
+        status, ctype, raw = send_unframed_chunked(server, api_key, unframed)
+        if not (status, ctype, json.loads(raw)) == (400, "application/json; charset=utf-8",
+                                                    {"detail": "Bad Request"}):
+            wrong.append(("chunked without framing", status, ctype, raw[:200]))
         assert not wrong, f"{len(wrong)} of {count}: {wrong[:10]}"
         assert count > 300
 
@@ -187,7 +211,8 @@ def test_corpus_gets_only_4xx_json_from_the_same_healthy_server(
         assert server.request("GET", "/readyz")[:2] == (200, {"status": "ready"})
         status, answer, _ = server.request("POST", SAVE, body=VALID, key=api_key)
         assert status == 200, answer
-    assert "Traceback" not in log_path.read_text()
+    log = log_path.read_text()
+    assert "Traceback" not in log and UNFRAMED_TOKEN not in log
 
 
 def test_repeated_key_is_a_422_at_the_body(api):

@@ -76,13 +76,20 @@ def _body_bytes():
 
 def json_body():
     """The request's JSON document; 415 unless it is application/json, 422 unless it parses."""
-    if request.mimetype != "application/json":
+    if (request.mimetype != "application/json"
+            # JSON is UTF-8 (RFC 8259); a body in another charset, or compressed, is not
+            # decoded here, and read as UTF-8 would be stored as other text.
+            or request.mimetype_params.get("charset", "utf-8").lower() not in ("utf-8", "utf8")
+            or request.headers.get("Content-Encoding", "identity").lower() != "identity"):
         raise DetailError(415, "Content-Type must be application/json")
     raw = _raw_body()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _decode_problem("body is not valid UTF-8", exc.start) from None
+        # A character offset, as every other position in a 422: what precedes the bad byte
+        # decodes.
+        raise _decode_problem("body is not valid UTF-8",
+                              len(raw[:exc.start].decode("utf-8"))) from None
     if text.startswith("\ufeff"):
         # What json.loads answers; the decoder alone would only say "Expecting value".
         raise _decode_problem("Unexpected UTF-8 BOM (decode using utf-8-sig)", 0)

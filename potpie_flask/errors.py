@@ -53,13 +53,16 @@ def problems_from(messages, location):
     return found
 
 
-def _collect(messages, loc, found):
+def _collect(messages, loc, found, schema_level=False):
     if isinstance(messages, dict):
         for key, value in messages.items():
-            _collect(value, loc if key == "_schema" else loc + [key], found)
+            schema = key == "_schema"
+            _collect(value, loc if schema else loc + [key], found, schema_level=schema)
         return
     for msg in messages:
-        entry = {"loc": loc, "msg": str(msg),
+        # marshmallow files an unknown field named "_schema" with the schema-level errors.
+        at = loc + ["_schema"] if schema_level and msg == EXTRA else loc
+        entry = {"loc": at, "msg": str(msg),
                  "type": getattr(msg, "type", None) or _PLAIN_TYPES.get(msg, "value_error")}
         ctx = getattr(msg, "ctx", None)
         if ctx:

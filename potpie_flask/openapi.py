@@ -58,7 +58,8 @@ _RESPONSES = {
                      out.FailureEnvelopeSchema, None),
     "PayloadTooLarge": ("The body exceeds MAX_CONTENT_LENGTH (64 KiB by default).",
                         out.DetailSchema, None),
-    "UnsupportedMediaType": ("The body is not `application/json`: "
+    "UnsupportedMediaType": ("The body is not `application/json` in UTF-8, uncompressed "
+                             "(another `charset` or a `Content-Encoding` is refused too): "
                              "`Content-Type must be application/json`.", out.DetailSchema, None),
     "ValidationFailed": ("Every problem found, in the FastAPI/pydantic-v1 shape. The order "
                          "of several unknown-field problems is not defined. A body that "
@@ -140,7 +141,8 @@ def _paths():
             {"200": _ok("One page of the owner's integrations (created_at desc, then "
                         "integration_id).", out.IntegrationListEnvelopeSchema),
              "422": "ValidationFailed"},
-            description="Unknown query parameters are 422.",
+            description="Unknown query parameters are 422; a repeated one is read at its "
+                        "first value.",
             operationId="list_integrations",
             parameters=[{"in": "query", "schema": LIST_QUERY}])}),
         (one, {
@@ -200,7 +202,13 @@ def _paths():
                     media_type: {"schema": {"type": "string", "format": "binary"}}
                     for media_type in ("text/css", "text/javascript", "application/javascript",
                                        "image/png")}},
+                # Assets are sent as browsers expect files: revalidated, and in ranges.
+                "206": {"description": "The part of the file a `Range` header asked for."},
+                "304": {"description": "Unchanged since the `If-None-Match` or "
+                                       "`If-Modified-Since` the request sent."},
                 "404": {"description": "Not one of the page's assets.",
+                        "content": {JSON: {"schema": out.DetailSchema}}},
+                "416": {"description": "A `Range` outside the file.",
                         "content": {JSON: {"schema": out.DetailSchema}}}}}}),
     ]
 

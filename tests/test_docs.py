@@ -97,6 +97,17 @@ def test_docs_page_needs_no_key_and_references_no_other_host(client):
     assert '"/api/v2/openapi.json"' in page
 
 
+def test_an_asset_answers_revalidation_and_ranges_as_documented(client):
+    """The contract client checks each answer, 206, 304 and 416 included, against the document."""
+    path = "/api/v2/docs/assets/swagger-ui.css"
+    whole = client.get(path)
+    assert client.get(path, headers={"If-None-Match": whole.headers["ETag"]}).status_code == 304
+    part = client.get(path, headers={"Range": "bytes=0-9"})
+    assert (part.status_code, part.data) == (206, whole.data[:10])
+    beyond = client.get(path, headers={"Range": f"bytes={len(whole.data) + 10}-"})
+    assert (beyond.status_code, beyond.get_json()) == (416, {"detail": "Requested Range Not Satisfiable"})
+
+
 def test_unknown_asset_is_404(client):
     r = client.get("/api/v2/docs/assets/index.html")
     assert r.status_code == 404

@@ -77,6 +77,9 @@ CASES = {
     "expires_at a week date": (
         {**VALID, "auth_data": {"code": "c", "expires_at": "2030-W01-1T10:00"}},
         [problem(["auth_data", "expires_at"], "invalid datetime format", "value_error.datetime")]),
+    "unknown field named as marshmallow's schema-level errors": (
+        {**VALID, "metadata": {"_schema": 1}},
+        [problem(["metadata", "_schema"], "extra fields not permitted", "value_error.extra")]),
     "unknown top-level field": ({**VALID, "owner": "me"},
                                 [problem(["owner"], "extra fields not permitted",
                                          "value_error.extra")]),
@@ -152,6 +155,8 @@ def test_cross_field_rule_waits_for_valid_fields(api):
     ('{"name": "N",', 13, "Expecting property name enclosed in double quotes"),
     ('{"name": NaN}', 0, "NaN is not valid JSON"),
     ('\ufeff{"name": "N"}', 0, "Unexpected UTF-8 BOM (decode using utf-8-sig)"),
+    # The bad byte is the 13th, after a character of two bytes: the 12th character.
+    (b'{"name": "\xc3\xa9\xff"}', 11, "body is not valid UTF-8"),
 ])
 def test_body_that_is_not_json_is_a_jsondecode_problem(api, raw, pos, msg):
     r = api.post(SAVE, data=raw, content_type="application/json")
@@ -252,13 +257,28 @@ def test_settings_given_as_digits_are_read_as_numbers(instance_path):
     assert (app.config["MAX_CONTENT_LENGTH"], app.config["RETRY_AFTER_SECONDS"]) == (1024, 7)
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
-                                          "multipart/form-data; boundary=x"])
-def test_body_that_is_not_json_typed_is_415(api, content_type):
+@pytest.mark.parametrize("content_type,headers", [
+    ("text/plain", {}), ("application/x-www-form-urlencoded", {}),
+    ("multipart/form-data; boundary=x", {}),
+    # JSON is UTF-8 (RFC 8259): another charset, or a coding nobody decodes, is not it.
+    ("application/json; charset=latin-1", {}),
+    ("application/json", {"Content-Encoding": "gzip"}),
+])
+def test_body_that_is_not_json_typed_is_415(api, content_type, headers):
     r = api.post(SAVE, data='{"name": "N", "integration_type": "jira"}',
-                 content_type=content_type)
+                 content_type=content_type, headers=headers)
     assert r.status_code == 415
     assert r.get_json() == {"detail": "Content-Type must be application/json"}
+
+
+@pytest.mark.parametrize("content_type,headers", [
+    ("application/json; charset=UTF-8", {}), ("application/json; charset=utf8", {}),
+    ("Application/JSON", {"Content-Encoding": "identity"}),
+])
+def test_json_said_in_other_words_is_read(api, content_type, headers):
+    r = api.post(SAVE, data='{"name": "N", "integration_type": "jira"}',
+                 content_type=content_type, headers=headers)
+    assert (r.status_code, r.get_json()["data"]["name"]) == (200, "N")
 
 
 def test_unknown_route_and_method_answer_json_with_or_without_a_key(client, api):

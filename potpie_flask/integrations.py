@@ -204,11 +204,13 @@ def save(owner, fields, vault, request_id=None):
     raise AssertionError("unreachable")
 
 
-def _name_held_by_another(owner, fields):
+def _name_held_by_another(owner, fields, integration_id=None):
     query = Integration.select().where(
         (Integration.owner == owner) & (Integration.name_key == name_key(fields["name"])))
     if fields.get("unique_identifier"):
         query = query.where(Integration.unique_identifier != fields["unique_identifier"])
+    if integration_id is not None:
+        query = query.where(Integration.id != integration_id)
     return query.exists()
 
 
@@ -311,8 +313,11 @@ def update(owner, integration_id, fields, vault, request_id=None):
             row = _owned(_OWNED_LOCKED, owner, integration_id)
             return _change_locked(row, ahead, fields, vault, request_id)
     except peewee.IntegrityError:
-        # The name index is the only unique constraint an update can break.
-        raise NameTaken() from None
+        # The name index is the only unique constraint an update can break; anything else
+        # (a trigger, a check added by hand) is not the client's to fix.
+        if "name" in fields and _name_held_by_another(owner, fields, integration_id):
+            raise NameTaken() from None
+        raise
 
 
 def _changed_by_one_statement(owner, integration_id, fields, request_id):

@@ -70,6 +70,10 @@ def _empty_postgresql(url):
     conn = psycopg2.connect(url)
     try:
         with conn, conn.cursor() as cur:
+            # A test that played a read-only standby and was killed midway left it so.
+            cur.execute("SELECT current_database()")
+            cur.execute(f'ALTER DATABASE "{cur.fetchone()[0]}" '
+                        "RESET default_transaction_read_only")
             cur.execute("SELECT to_regclass('schema_version')")
             if cur.fetchone()[0] is not None:
                 names = ", ".join(f'"{m._meta.table_name}"' for m in ALL_MODELS)
@@ -114,6 +118,8 @@ def app(backend, db_settings, instance_path, monkeypatch):
     yield application
     if not database.is_closed():
         database.close()
+    if backend == "postgresql":
+        database.close_all()  # the pool's sessions end now, not when it is collected
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 from potpie_flask.auth import hash_key
 from potpie_flask.models import ApiKey
 
-from .helpers import LIST
+from .helpers import LIST, TIMESTAMP
 
 REQUIRED = {"detail": "API key is required"}
 INVALID = {"detail": "Invalid API key"}
@@ -79,7 +79,8 @@ def test_keys_cli_create_list_revoke(runner, client):
     r = client.get(LIST, headers={"x-api-key": key})
     assert r.status_code == 401
     assert r.get_json() == INVALID
-    assert runner.invoke(args=["keys", "list"]).output.strip().splitlines()[1].split("\t")[5] != "-"
+    assert TIMESTAMP.fullmatch(
+        runner.invoke(args=["keys", "list"]).output.strip().splitlines()[1].split("\t")[5])
 
 
 def test_revoking_an_unknown_key_fails_clearly(runner):

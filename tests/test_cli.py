@@ -5,7 +5,7 @@ import pytest
 
 from potpie_flask import create_app, migrations
 from potpie_flask.db import database
-from potpie_flask.models import ALL_MODELS, SchemaVersion
+from potpie_flask.models import ALL_MODELS, ApiKey, AuditEvent, Integration, SchemaVersion
 
 from .faults import wait_until
 from .helpers import holding_the_write_lock_of, own_connection
@@ -103,6 +103,6 @@ def test_commands_before_the_schema_exists_say_to_upgrade_first(runner, app):
 
 def test_shell_preloads_the_models(app):
     context = app.make_shell_context()
-    for name in ("app", "db", "Integration", "ApiKey", "AuditEvent"):
-        assert name in context
-    assert context["db"] is database and context["app"] is app
+    preloaded = {"app": app, "db": database, "Integration": Integration, "ApiKey": ApiKey,
+                 "AuditEvent": AuditEvent}
+    assert {name: context.get(name) for name in preloaded} == preloaded

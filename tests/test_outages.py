@@ -24,6 +24,7 @@ from potpie_flask import create_app
 from potpie_flask.db import database
 from potpie_flask.postgresql import PooledPostgresql
 
+from .conftest import _empty_postgresql
 from .faults import SAVE, pg_address, post_json, wait_until, workers
 from .helpers import holding_the_write_lock_of, own_connection, run_bounded
 from .proxy import TcpProxy
@@ -51,6 +52,7 @@ def db_settings(backend, request, tmp_path):
     if backend == "sqlite":
         return {"DATABASE_URL": "sqlite:///" + str(tmp_path / "instance" / "potpie.sqlite3")}
     proxy = request.getfixturevalue("proxy")
+    _empty_postgresql(request.getfixturevalue("pg_url"))  # no rows of earlier tests
     return {"DATABASE_URL": proxy.url_for(request.getfixturevalue("pg_url")),
             "POTPIE_ENCRYPTION_KEYS": request.getfixturevalue("pg_encryption_key")}
 
@@ -63,15 +65,25 @@ def body(n):
 def assert_unavailable(status, answer, headers):
     assert status == 503
     assert answer == UNAVAILABLE
-    assert int(headers["Retry-After"]) > 0
+    assert headers["Retry-After"] == "5"  # RETRY_AFTER_SECONDS' default
 
 
 def test_cut_answers_503_and_restore_needs_no_restart(api, client, proxy):
     assert api.save(body(1)).status_code == 200  # leaves a connection idle in the pool
 
+    iid = api.get("/api/v2/integrations").get_json()["data"][0]["integration_id"]
     proxy.cut()
     r = api.save(body(2))
     assert_unavailable(r.status_code, r.get_json(), r.headers)
+    # Every route's own verb (SPEC section 4).
+    one = f"/api/v2/integrations/{iid}"
+    for method, path, verb in (("get", "/api/v2/integrations", "list"), ("get", one, "read"),
+                               ("get", one + "/audit", "read"), ("get", one + "/template", "read"),
+                               ("patch", one, "update"), ("delete", one, "delete")):
+        r = getattr(api, method)(path, **({"json": {"status": "error"}} if method == "patch" else {}))
+        assert (r.status_code, r.get_json(), r.headers["Retry-After"]) == (503, {
+            "success": False, "data": None,
+            "error": f"Failed to {verb} integration: Database unavailable"}, "5"), (method, path)
     assert client.get("/readyz").status_code == 503
     assert client.get("/readyz").get_json() == {"status": "unavailable"}
     assert client.get("/healthz").get_json() == {"status": "ok"}
@@ -166,7 +178,7 @@ def writers_lock_path(app):
 
 
 def fresh_body():
-    """A save body no earlier test of this module saved (they share one database)."""
+    """A save body with a name and identifier of its own."""
     tag = uuid.uuid4().hex[:12]
     return {"name": f"Outage {tag}", "integration_type": "jira", "unique_identifier": tag,
             "auth_data": {"access_token": f"token-{tag}"}}
@@ -184,7 +196,7 @@ def test_postgresql_writer_waiting_for_a_row_past_the_lock_timeout_gives_503(
         assert (r.status_code, r.get_json()) == (503, {
             "success": False, "data": None,
             "error": "Failed to update integration: Database unavailable"})
-        assert int(r.headers["Retry-After"]) > 0
+        assert r.headers["Retry-After"] == "5"
         r = run_bounded(lambda: api.save({**saved, "status": "inactive"}))
         assert_unavailable(r.status_code, r.get_json(), r.headers)
         assert time.monotonic() - started < 5

@@ -404,9 +404,8 @@ def test_window_resets(make_app, redis_url):
         assert client.get(LIST, headers=mine).status_code == 200
     refused = client.get(LIST, headers=mine)
     assert_refused(refused)
-    reset_in = int(refused.headers["RateLimit-Reset"])
-    assert 0 <= reset_in <= 2
-    time.sleep(reset_in)  # the reset time the answer reported, at most the 2 s window
+    assert 0 <= int(refused.headers["RateLimit-Reset"]) <= 2
+    # The next window starts at most 2 s on: polled, each refused try counted in the old one.
     deadline = time.monotonic() + 5
     while True:
         r = client.get(LIST, headers=mine)

@@ -312,3 +312,19 @@ def test_no_raw_error_text_reaches_a_500(api, app, monkeypatch):
     assert r.status_code == 500
     assert r.get_json() == {"success": False, "data": None,
                             "error": "Failed to save integration: Internal server error"}
+
+
+@pytest.mark.parametrize("part", [{"scope": "repo"}, {"token_type": "token"},
+                                  {"expires_at": "2031-01-01T00:00:00Z"}])
+def test_a_change_of_only_a_non_secret_part_of_auth_data_is_audited_redacted(api, app, part):
+    """SPEC section 6: auth_data is [redacted] on both sides whenever any part of it changed."""
+    body = {**DOCUMENTED_BODY, "unique_identifier": "creds-part",
+            "auth_data": {"access_token": "same-token"}}
+    iid = api.save(body).get_json()["data"]["integration_id"]
+    r = api.patch(f"/api/v2/integrations/{iid}",
+                  json={"auth_data": {"access_token": "same-token", **part}})
+    assert r.status_code == 200
+    with app.app_context():
+        update = AuditEvent.select().where(AuditEvent.action == "update").get()
+        assert json.loads(update.changes) == {"auth_data": {"old": "[redacted]",
+                                                            "new": "[redacted]"}}

@@ -1,10 +1,10 @@
 """Credentials are encrypted at rest and never returned (SPEC sections 5 and 7)."""
 import glob
+import multiprocessing
 import os
 import stat
 import subprocess
 import sys
-from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 from cryptography.fernet import Fernet
@@ -74,10 +74,24 @@ def test_key_file_is_private_and_reused(tmp_path):
     Fernet(keys[0])
 
 
+def _start_with_the_others(barrier, path, results):
+    barrier.wait(30)
+    results.put(crypto.ensure_key_file(path))
+
+
 def test_concurrent_starts_agree_on_one_key(tmp_path):
-    with ProcessPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(crypto.ensure_key_file, [str(tmp_path)] * 16))
-    assert all(r == results[0] for r in results) and len(results[0]) == 1
+    # Released together, the processes race for the file rather than find it made.
+    processes = multiprocessing.get_context("fork")
+    barrier, results = processes.Barrier(8), processes.Queue()
+    starts = [processes.Process(target=_start_with_the_others,
+                                args=(barrier, str(tmp_path), results)) for _ in range(8)]
+    for start in starts:
+        start.start()
+    keys = [results.get(timeout=60) for _ in starts]
+    for start in starts:
+        start.join(30)
+    assert all(k == keys[0] for k in keys) and len(keys[0]) == 1
+    assert crypto.read_key_file(str(tmp_path)) == keys[0]
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

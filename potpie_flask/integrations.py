@@ -169,13 +169,21 @@ def list_integrations(owner, filters, limit, offset):
 def audit_trail(owner, integration_id, limit, offset):
     """One page of an integration's audit events, newest first, and their total."""
     _known_id(integration_id)
-    query = AuditEvent.select().where(
-        (AuditEvent.owner == owner) & (AuditEvent.integration_id == integration_id))
-    total = query.count()
-    if total == 0:
+
+    def matching(*columns):
+        return AuditEvent.select(*columns).where(
+            (AuditEvent.owner == owner) & (AuditEvent.integration_id == integration_id))
+
+    total = matching(peewee.fn.COUNT(peewee.SQL("*")))
+    # The total travels with the page, as the list's does: both read in one snapshot, so a
+    # change audited meanwhile never makes them disagree.
+    page = list(matching(peewee.Alias(total, "total"), *AuditEvent._meta.sorted_fields)
+                .order_by(AuditEvent.timestamp.desc(), AuditEvent.id.desc())
+                .limit(limit).offset(offset))
+    count = page[0].total if page else total.scalar()
+    if count == 0:
         raise IntegrationNotFound()
-    page = query.order_by(AuditEvent.timestamp.desc(), AuditEvent.id.desc()).limit(limit).offset(offset)
-    return list(page), total
+    return page, count
 
 
 def save(owner, fields, vault, request_id=None):

@@ -9,6 +9,7 @@ import threading
 import psycopg2
 
 from potpie_flask import integrations, representation
+from potpie_flask.db import database
 from potpie_flask.models import AuditEvent, Integration
 
 LIST = "/api/v2/integrations"
@@ -184,3 +185,17 @@ def assert_deactivated_over_the_newer_row(response, app, integration_id):
         assert (stored.status, stored.active) == ("pending", False)
         last = AuditEvent.select().order_by(AuditEvent.id.desc()).get()
         assert json.loads(last.changes) == {"active": {"old": True, "new": False}}
+
+
+def statements_sent(monkeypatch):
+    """The SQL of each statement the app's database runs from now on (a list that grows)."""
+    sent = []
+    database_class = type(database.obj)
+    execute_sql = database_class.execute_sql
+
+    def recorded(self, sql, params=None, *args, **kwargs):
+        sent.append(sql)
+        return execute_sql(self, sql, params, *args, **kwargs)
+
+    monkeypatch.setattr(database_class, "execute_sql", recorded)
+    return sent

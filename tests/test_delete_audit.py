@@ -10,7 +10,7 @@ from potpie_flask.models import AuditEvent, Integration
 from .conftest import OWNER
 from .faults import SAVE
 from .helpers import (FULL_BODY, NEVER_EXISTED, NOT_FOUND, TIMESTAMP, audit_inserts_refused,
-                      create, one, problem)
+                      create, one, problem, statements_sent)
 
 REDACTED = "[redacted]"
 
@@ -113,6 +113,21 @@ def test_audit_is_paginated(api):
     assert body["pagination"] == {"limit": 2, "offset": 1, "total": 4}
     assert [e["changes"].get("status", {}).get("new") for e in body["data"]] == [
         "pending", "inactive"]
+
+
+def test_an_audit_page_is_read_with_its_total_in_one_statement(api, monkeypatch):
+    saved = create(api, name="P", integration_type="jira")
+    api.patch(one(saved["integration_id"]), json={"status": "inactive"})
+    sent = statements_sent(monkeypatch)
+    r = api.get(audit(saved["integration_id"]) + "?limit=1")
+    assert ([e["action"] for e in r.get_json()["data"]], r.get_json()["pagination"]) == (
+        ["update"], {"limit": 1, "offset": 0, "total": 2})
+    assert len(sent) == 2  # the key lookup, then the page with its total
+    del sent[:]
+    # A page past the end has no row to carry the total: it is counted on its own.
+    r = api.get(audit(saved["integration_id"]) + "?offset=2")
+    assert (r.get_json()["data"], r.get_json()["pagination"]["total"]) == ([], 2)
+    assert len(sent) == 3
 
 
 def test_a_delete_is_audited_after_the_last_change_even_if_the_clock_steps_back(api,

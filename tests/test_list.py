@@ -4,10 +4,9 @@ import datetime as dt
 import pytest
 
 from potpie_flask import representation
-from potpie_flask.db import database
 from potpie_flask.models import Integration
 
-from .helpers import LIST, create, problem
+from .helpers import LIST, create, problem, statements_sent
 
 
 def _names(response):
@@ -118,15 +117,7 @@ def test_a_page_is_read_with_its_total_in_one_statement(api, other_api, monkeypa
     # Rows the total must leave out: another status, another owner.
     create(api, name="Paused", integration_type="linear", status="inactive")
     create(other_api, name="I9", integration_type="linear")
-    sent = []
-    database_class = type(database.obj)
-    execute_sql = database_class.execute_sql
-
-    def recorded(self, sql, params=None, *args, **kwargs):
-        sent.append(sql)
-        return execute_sql(self, sql, params, *args, **kwargs)
-
-    monkeypatch.setattr(database_class, "execute_sql", recorded)
+    sent = statements_sent(monkeypatch)
     r = api.get(LIST + "?limit=2&status=active")
     assert (_names(r), r.get_json()["pagination"]["total"]) == (["I2", "I1"], 3)
     assert len(sent) == 2  # the key lookup, then the page with its total

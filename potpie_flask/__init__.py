@@ -13,14 +13,14 @@ def create_app(test_config=None):
     """Build the application: package defaults < instance/config.py < POTPIE_* < test_config."""
     try:
         return _built_app(test_config)
-    except (config.ConfigError, *db.UNAVAILABLE_ERRORS) as exc:
+    except (config.ConfigError, migrations.SchemaTooNew, *db.UNAVAILABLE_ERRORS) as exc:
         if _serving():
             raise
         # A Flask command loads the app before it runs: one Error line, as its own failures
         # give, not a traceback.
-        if isinstance(exc, config.ConfigError):
-            raise click.ClickException(str(exc)) from None
-        raise cli.database_unavailable(exc) from None
+        if isinstance(exc, db.UNAVAILABLE_ERRORS):
+            raise cli.database_unavailable(exc) from None
+        raise click.ClickException(str(exc)) from None
 
 
 def _built_app(test_config):

@@ -53,7 +53,10 @@ def db_upgrade():
     """Create or upgrade the schema (safe to run again), and the key file if no key is set."""
     if not current_app.config["ENCRYPTION_KEYS"]:
         crypto.ensure_key_file(current_app.instance_path)
-    start, end = migrations.upgrade()
+    try:
+        start, end = migrations.upgrade()
+    except migrations.SchemaTooNew as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"schema at version {end}" + (f" (was {start})" if start != end else " (up to date)"))
 
 

@@ -20,6 +20,10 @@ MIGRATIONS = (_create_initial_tables, _index_integrations_newest_first)
 _PG_LOCK_KEY = 0x706F747069
 
 
+class SchemaTooNew(RuntimeError):
+    """The database was upgraded by a newer release, whose schema this one does not know."""
+
+
 def current_version():
     """The applied schema version, 0 for an empty database."""
     if not database.table_exists(SchemaVersion._meta.table_name):
@@ -34,6 +38,11 @@ def upgrade():
     # waited for another writer's lock past the busy timeout failed to boot, which stops
     # gunicorn's master.
     start = current_version()
+    if start > len(MIGRATIONS):
+        # A rollback to an older release: it would serve a schema it does not know.
+        raise SchemaTooNew(
+            f"the database is at schema version {start}, newer than this release knows "
+            f"({len(MIGRATIONS)}): run the release that upgraded it, or a later one")
     if start == len(MIGRATIONS):
         return start, start
     with database.atomic():

@@ -31,6 +31,26 @@ def test_a_start_on_an_upgraded_database_takes_no_write_lock(app, short_busy_tim
         assert migrations.current_version() == len(migrations.MIGRATIONS)
 
 
+def test_a_database_upgraded_by_a_newer_release_is_refused(runner, app):
+    current, newer = len(migrations.MIGRATIONS), len(migrations.MIGRATIONS) + 1
+    with app.app_context(), database.connection_context():
+        SchemaVersion.update(version=newer).execute()
+    refusal = (f"the database is at schema version {newer}, newer than this release knows "
+               f"({current}): run the release that upgraded it, or a later one")
+    try:
+        result = runner.invoke(args=["db", "upgrade"])
+        assert (result.exit_code, result.output) == (1, f"Error: {refusal}\n")
+        if app.config["DATABASE_URL"].startswith("sqlite"):  # the service upgrades at start
+            with pytest.raises(migrations.SchemaTooNew, match="newer than this release knows"):
+                create_app({"DATABASE_URL": app.config["DATABASE_URL"],
+                            "RATELIMIT_ENABLED": False})
+        with app.app_context(), database.connection_context():
+            assert [row.version for row in SchemaVersion.select()] == [newer]
+    finally:  # PostgreSQL's database serves the run's later tests
+        with app.app_context(), database.connection_context():
+            SchemaVersion.update(version=current).execute()
+
+
 def test_db_upgrade_creates_a_fresh_schema(runner, app):
     with app.app_context():
         database.drop_tables([*ALL_MODELS, SchemaVersion])

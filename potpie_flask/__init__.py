@@ -50,7 +50,10 @@ def _built_app(test_config):
     if _serving():
         _require_encryption_keys(app)
     if embedded:
-        _upgrade_embedded_database()
+        upgraded_from = _upgrade_embedded_database()
+        if not _serving():
+            # What `db upgrade` reports, when it is the command that loaded the app.
+            app.extensions["potpie_schema_at_start"] = upgraded_from
     return app
 
 
@@ -115,9 +118,9 @@ def _serving():
 
 
 def _upgrade_embedded_database():
-    """The default SQLite setup creates or upgrades its schema on first start."""
+    """The default SQLite setup creates or upgrades its schema on first start; the version before."""
     with db.database.connection_context():
-        migrations.upgrade()
+        return migrations.upgrade()[0]
 
 
 def _require_encryption_keys(app):

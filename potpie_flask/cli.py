@@ -57,6 +57,8 @@ def db_upgrade():
         start, end = migrations.upgrade()
     except migrations.SchemaTooNew as exc:
         raise click.ClickException(str(exc)) from None
+    # SQLite's schema was upgraded as the app loaded, before this command ran.
+    start = min(start, current_app.extensions.pop("potpie_schema_at_start", start))
     click.echo(f"schema at version {end}" + (f" (was {start})" if start != end else " (up to date)"))
 
 

@@ -9,6 +9,7 @@ from potpie_flask.models import ALL_MODELS, ApiKey, AuditEvent, Integration, Sch
 
 from .faults import wait_until
 from .helpers import holding_the_write_lock_of, own_connection
+from .servers import flask_cli, server_env
 
 
 def test_db_upgrade_is_idempotent(runner, app):
@@ -49,6 +50,14 @@ def test_a_database_upgraded_by_a_newer_release_is_refused(runner, app):
     finally:  # PostgreSQL's database serves the run's later tests
         with app.app_context(), database.connection_context():
             SchemaVersion.update(version=current).execute()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_db_upgrade_reports_the_upgrade_sqlite_did_as_the_command_loaded(backend, tmp_path):
+    env = server_env(tmp_path / "instance", {})
+    first, second = (flask_cli(env, "db", "upgrade") for _ in range(2))
+    assert (first, second) == (f"schema at version {len(migrations.MIGRATIONS)} (was 0)\n",
+                               f"schema at version {len(migrations.MIGRATIONS)} (up to date)\n")
 
 
 def test_db_upgrade_creates_a_fresh_schema(runner, app):

@@ -469,3 +469,16 @@ def test_requests_are_served_when_redis_stops_mid_run(limited_env, throwaway_red
     warnings = [line for line in lines if "storage unreachable" in line.get("message", "")]
     assert 1 <= len(warnings) <= 2  # once per worker that served a request, not per request
     assert key not in log_path.read_text()
+
+
+def test_the_defaults_refuse_a_31st_failed_authentication_a_minute(instance_path, monkeypatch):
+    """SPEC section 11's defaults, with no RATELIMIT_* setting: on, and 30 failures a minute."""
+    for name in [name for name in os.environ if name.startswith("POTPIE_RATELIMIT_")]:
+        monkeypatch.delenv(name)
+    client = create_app().test_client()
+    for remaining in range(29, -1, -1):
+        r = client.get(LIST, headers={"x-api-key": "sk-wrong"})
+        assert (r.status_code, r.headers["RateLimit-Limit"],
+                r.headers["RateLimit-Remaining"]) == (401, "30", str(remaining))
+    r = client.get(LIST, headers={"x-api-key": "sk-wrong"})
+    assert (r.status_code, r.get_json(), r.headers["RateLimit-Limit"]) == (429, REFUSED, "30")

@@ -1,9 +1,11 @@
 """POST /api/v2/integrations/save: create, upsert, conflicts, envelope (SPEC sections 4-6)."""
 import json
+import logging
 import uuid
 
 import pytest
 
+from potpie_flask.logs import JsonFormatter, log
 from potpie_flask.models import AuditEvent, Integration
 
 from .conftest import OWNER
@@ -308,10 +310,26 @@ def test_no_raw_error_text_reaches_a_500(api, app, monkeypatch):
         raise RuntimeError("SELECT secret FROM somewhere")
 
     monkeypatch.setattr(integrations, "_new_row", explode)
-    r = api.save({"name": "X", "integration_type": "jira"})
+    lines = []
+
+    class Kept(logging.Handler):
+        def emit(self, record):
+            lines.append(json.loads(JsonFormatter().format(record)))
+
+    kept = Kept()
+    log.addHandler(kept)
+    try:
+        r = api.post(SAVE, json={"name": "X", "integration_type": "jira"},
+                     headers={"X-Request-ID": "boom-1"})
+    finally:
+        log.removeHandler(kept)
     assert r.status_code == 500
     assert r.get_json() == {"success": False, "data": None,
                             "error": "Failed to save integration: Internal server error"}
+    # The raw text goes to the log instead, under the request's id (SPEC section 4).
+    [error] = [line for line in lines if line.get("message") == "unexpected error"]
+    assert error["request_id"] == "boom-1" and error["level"] == "error"
+    assert "RuntimeError: SELECT secret FROM somewhere" in error["exception"]
 
 
 @pytest.mark.parametrize("part", [{"scope": "repo"}, {"token_type": "token"},

@@ -261,6 +261,17 @@ def test_settings_given_as_text_are_read_as_they_are_used(instance_path):
         assert database.execute_sql("PRAGMA synchronous").fetchone() == (2,)
 
 
+def test_settings_layer_defaults_then_instance_config_then_environment(instance_path,
+                                                                        monkeypatch):
+    """SPEC section 9: package defaults < instance/config.py < POTPIE_* (< test_config)."""
+    (instance_path / "config.py").write_text("RETRY_AFTER_SECONDS = 7\nMAX_CONTENT_LENGTH = 2048\n")
+    monkeypatch.setenv("POTPIE_RETRY_AFTER_SECONDS", "9")
+    app = create_app({"RATELIMIT_ENABLED": False})
+    assert (app.config["RETRY_AFTER_SECONDS"], app.config["MAX_CONTENT_LENGTH"],
+            app.config["RATELIMIT_DEFAULT"], app.config["DATABASE_URL"]) == (
+        9, 2048, "600 per minute", f"sqlite:///{instance_path / 'potpie.sqlite3'}")
+
+
 def test_settings_given_as_digits_are_read_as_numbers(instance_path):
     app = create_app({"RATELIMIT_ENABLED": False, "MAX_CONTENT_LENGTH": "1024",
                       "RETRY_AFTER_SECONDS": " 7"})

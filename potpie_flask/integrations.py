@@ -212,13 +212,11 @@ def save(owner, fields, vault, request_id=None):
     raise AssertionError("unreachable")
 
 
-def _name_held_by_another(owner, fields, integration_id=None):
+def _name_held_by_another(owner, fields):
     query = Integration.select().where(
         (Integration.owner == owner) & (Integration.name_key == name_key(fields["name"])))
     if fields.get("unique_identifier"):
         query = query.where(Integration.unique_identifier != fields["unique_identifier"])
-    if integration_id is not None:
-        query = query.where(Integration.id != integration_id)
     return query.exists()
 
 
@@ -320,10 +318,11 @@ def update(owner, integration_id, fields, vault, request_id=None):
         with atomic():
             row = _owned(_OWNED_LOCKED, owner, integration_id)
             return _change_locked(row, ahead, fields, vault, request_id)
-    except peewee.IntegrityError:
+    except peewee.IntegrityError as exc:
         # The name index is the only unique constraint an update can break; anything else
-        # (a trigger, a check added by hand) is not the client's to fix.
-        if "name" in fields and _name_held_by_another(owner, fields, integration_id):
+        # (a trigger, a check added by hand) is not the client's to fix. Both databases
+        # name the index's column or the index itself in the error.
+        if "name_key" in str(exc):
             raise NameTaken() from None
         raise
 

@@ -442,3 +442,32 @@ def test_json_stored_by_the_standard_library_encoder_reads_and_changes_alike(api
     with app.app_context():
         update = AuditEvent.select().where(AuditEvent.action == "update").get()
         assert json.loads(update.changes) == {"status": {"old": "active", "new": "error"}}
+
+
+@pytest.mark.parametrize("change", [{"status": "error"},
+                                    {"status": "error", "auth_data": {"access_token": "t2"}}])
+def test_a_change_refused_by_a_rule_other_than_the_name_index_is_500_not_409(api, app, backend,
+                                                                             change):
+    """Only the name index makes an update's IntegrityError the client's name clash."""
+    saved = api.save({"name": "Ruled", "integration_type": "jira",
+                      "auth_data": {"access_token": "t"}}).get_json()["data"]
+    conn, _ = own_connection(app)
+    if backend == "sqlite":
+        add = ("CREATE TRIGGER no_error BEFORE UPDATE ON integration WHEN NEW.status = 'error' "
+               "BEGIN SELECT RAISE(ABORT, 'no error status'); END")
+        drop = "DROP TRIGGER IF EXISTS no_error"
+    else:
+        add = "ALTER TABLE integration ADD CONSTRAINT no_error CHECK (status <> 'error')"
+        drop = "ALTER TABLE integration DROP CONSTRAINT IF EXISTS no_error"
+    try:
+        with conn:
+            conn.cursor().execute(add)
+        r = api.patch(one(saved["integration_id"]), json=change)
+        assert (r.status_code, r.get_json()) == (500, {
+            "success": False, "data": None,
+            "error": "Failed to update integration: Internal server error"})
+    finally:
+        with conn:
+            conn.cursor().execute(drop)
+        conn.close()
+    assert api.get(one(saved["integration_id"])).get_json()["data"] == saved

@@ -1,12 +1,16 @@
 """Reading request bodies and query strings into validated data, or RequestInvalid."""
 import json
+import logging
 
 from flask import current_app, request
 from marshmallow import ValidationError
-from werkzeug.exceptions import BadRequest, ClientDisconnected, HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import (BadRequest, ClientDisconnected, HTTPException,
+                                 RequestEntityTooLarge)
 
 from .errors import DetailError, RequestInvalid, problems_from
 from .schemas import load_body
+
+log = logging.getLogger("potpie_flask")
 
 
 def _decode_problem(msg, pos, lineno=None, colno=None):
@@ -40,26 +44,16 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_
 
 def _raw_body():
     """The body bytes, 413 beyond MAX_CONTENT_LENGTH whether or not a Content-Length was sent."""
-    try:
-        return _body_bytes()
-    except HTTPException:
-        raise
-    except Exception:
-        # The server could not deframe the body (gunicorn's InvalidChunkSize, say): the
-        # client's error, and its message quotes the body, credentials included. Never logged.
-        raise BadRequest() from None
-
-
-def _body_bytes():
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
     length = request.content_length
     if length is not None and limit and length <= limit:
         # What werkzeug's get_data does for a declared length, without the LimitedStream
         # wrapped around the input (about 30 us: more than parsing a save's JSON).
         stream = request.environ["wsgi.input"]
-        raw = stream.read(length)
+        raw = _read(stream.read, length)
         while len(raw) < length:
-            more = stream.read(length - len(raw))  # a server may hand over less at a time
+            # A server may hand over less at a time.
+            more = _read(stream.read, length - len(raw))
             if not more:
                 raise ClientDisconnected()
             raw += more
@@ -67,21 +61,36 @@ def _body_bytes():
     if length is None and limit and request.environ.get("wsgi.input_terminated"):
         # A chunked body: werkzeug would stop at the limit and hand over the first
         # MAX_CONTENT_LENGTH bytes as if they were all; read one more to tell.
-        raw = request.environ["wsgi.input"].read(limit + 1)
+        raw = _read(request.environ["wsgi.input"].read, limit + 1)
         if len(raw) > limit:
             raise RequestEntityTooLarge()
         return raw
-    return request.get_data(cache=False)
+    return _read(lambda: request.get_data(cache=False))
+
+
+def _read(read, *size):
+    """read(*size) from the server's input; a body it cannot deframe is the client's 400."""
+    try:
+        return read(*size)
+    except (HTTPException, MemoryError):
+        raise
+    except Exception as exc:
+        # gunicorn's InvalidChunkSize, say: its message quotes the body, credentials
+        # included, so only its type is logged.
+        log.warning("request body unreadable: %s", type(exc).__name__)
+        raise BadRequest() from None
 
 
 def json_body():
     """The request's JSON document; 415 unless it is application/json, 422 unless it parses."""
-    if (request.mimetype != "application/json"
-            # JSON is UTF-8 (RFC 8259); a body in another charset, or compressed, is not
-            # decoded here, and read as UTF-8 would be stored as other text.
-            or request.mimetype_params.get("charset", "utf-8").lower() not in ("utf-8", "utf8")
-            or request.headers.get("Content-Encoding", "identity").lower() != "identity"):
+    # A charset parameter is ignored: RFC 8259 defines none for JSON, which is UTF-8.
+    if request.mimetype != "application/json":
         raise DetailError(415, "Content-Type must be application/json")
+    codings = request.headers.get("Content-Encoding", "").lower().split(",")
+    if any(coding.strip() not in ("", "identity") for coding in codings):
+        # Compressed bodies are not decoded here (RFC 9110: 415, naming what is accepted).
+        raise DetailError(415, "Content-Encoding must be identity",
+                          {"Accept-Encoding": "identity"})
     raw = _raw_body()
     try:
         text = raw.decode("utf-8")

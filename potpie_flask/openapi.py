@@ -58,9 +58,14 @@ _RESPONSES = {
                      out.FailureEnvelopeSchema, None),
     "PayloadTooLarge": ("The body exceeds MAX_CONTENT_LENGTH (64 KiB by default).",
                         out.DetailSchema, None),
-    "UnsupportedMediaType": ("The body is not `application/json` in UTF-8, uncompressed "
-                             "(another `charset` or a `Content-Encoding` is refused too): "
-                             "`Content-Type must be application/json`.", out.DetailSchema, None),
+    "UnsupportedMediaType": ("The body is not `application/json`: `Content-Type must be "
+                             "application/json` (a `charset` parameter is ignored: JSON is "
+                             "UTF-8); or it is compressed: `Content-Encoding must be "
+                             "identity`, with `Accept-Encoding: identity`.",
+                             out.DetailSchema,
+                             {"Accept-Encoding": {"description": "`identity`, on a compressed "
+                                                                 "body's answer only",
+                                                  "schema": {"type": "string"}}}),
     "ValidationFailed": ("Every problem found, in the FastAPI/pydantic-v1 shape. The order "
                          "of several unknown-field problems is not defined. A body that "
                          "repeats a key, or holds NaN, Infinity or an integer too long to "

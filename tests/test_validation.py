@@ -278,23 +278,30 @@ def test_settings_given_as_digits_are_read_as_numbers(instance_path):
     assert (app.config["MAX_CONTENT_LENGTH"], app.config["RETRY_AFTER_SECONDS"]) == (1024, 7)
 
 
-@pytest.mark.parametrize("content_type,headers", [
-    ("text/plain", {}), ("application/x-www-form-urlencoded", {}),
-    ("multipart/form-data; boundary=x", {}),
-    # JSON is UTF-8 (RFC 8259): another charset, or a coding nobody decodes, is not it.
-    ("application/json; charset=latin-1", {}),
-    ("application/json", {"Content-Encoding": "gzip"}),
-])
-def test_body_that_is_not_json_typed_is_415(api, content_type, headers):
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x"])
+def test_body_that_is_not_json_typed_is_415(api, content_type):
     r = api.post(SAVE, data='{"name": "N", "integration_type": "jira"}',
-                 content_type=content_type, headers=headers)
+                 content_type=content_type)
     assert r.status_code == 415
     assert r.get_json() == {"detail": "Content-Type must be application/json"}
 
 
+@pytest.mark.parametrize("coding", ["gzip", "identity, br"])
+def test_a_compressed_body_is_415_naming_the_coding_it_takes(api, coding):
+    r = api.post(SAVE, data='{"name": "N", "integration_type": "jira"}',
+                 content_type="application/json", headers={"Content-Encoding": coding})
+    assert (r.status_code, r.get_json(), r.headers["Accept-Encoding"]) == (
+        415, {"detail": "Content-Encoding must be identity"}, "identity")
+
+
 @pytest.mark.parametrize("content_type,headers", [
     ("application/json; charset=UTF-8", {}), ("application/json; charset=utf8", {}),
+    # RFC 8259 defines no charset for JSON: the parameter changes nothing.
+    ("application/json; charset=us-ascii", {}), ("application/json; charset=latin-1", {}),
     ("Application/JSON", {"Content-Encoding": "identity"}),
+    ("application/json", {"Content-Encoding": "identity, identity"}),
+    ("application/json", {"Content-Encoding": ""}),
 ])
 def test_json_said_in_other_words_is_read(api, content_type, headers):
     r = api.post(SAVE, data='{"name": "N", "integration_type": "jira"}',

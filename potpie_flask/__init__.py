@@ -118,7 +118,7 @@ def _serving():
 
 
 def _upgrade_embedded_database():
-    """The default SQLite setup creates or upgrades its schema on first start; the version before."""
+    """Create or upgrade the default SQLite setup's schema on start; returns the version before."""
     with db.database.connection_context():
         return migrations.upgrade()[0]
 

@@ -32,17 +32,23 @@ def current_version():
     return row.version if row else 0
 
 
+def _known_version():
+    """The applied version; SchemaTooNew when a newer release applied it."""
+    version = current_version()
+    if version > len(MIGRATIONS):
+        # A rollback to an older release: it would serve a schema it does not know.
+        raise SchemaTooNew(
+            f"the database is at schema version {version}, newer than this release knows "
+            f"({len(MIGRATIONS)}): run the release that upgraded it, or a later one")
+    return version
+
+
 def upgrade():
     """Apply every pending migration in one transaction; returns (from_version, to_version)."""
     # Read first, with no write lock: every SQLite worker upgrades at start, and one that
     # waited for another writer's lock past the busy timeout failed to boot, which stops
     # gunicorn's master.
-    start = current_version()
-    if start > len(MIGRATIONS):
-        # A rollback to an older release: it would serve a schema it does not know.
-        raise SchemaTooNew(
-            f"the database is at schema version {start}, newer than this release knows "
-            f"({len(MIGRATIONS)}): run the release that upgraded it, or a later one")
+    start = _known_version()
     if start == len(MIGRATIONS):
         return start, start
     with database.atomic():
@@ -52,7 +58,7 @@ def upgrade():
             database.execute_sql("SET LOCAL lock_timeout = 0")
             database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))
         database.create_tables([SchemaVersion], safe=True)
-        start = current_version()
+        start = _known_version()  # another upgrade may have run meanwhile
         for step in MIGRATIONS[start:]:
             step()
         if start < len(MIGRATIONS):

@@ -23,6 +23,8 @@ REDACTED = "[redacted]"
 # A save races another one for the same identifier at most this often before it sees the winner.
 _SAVE_ATTEMPTS = 3
 _ONE_MICROSECOND = dt.timedelta(microseconds=1)
+# Peewee's name for the unique index on (owner, name_key) (models.Integration.Meta).
+_NAME_INDEX = "integration_owner_name_key"
 # The only form integration ids are stored in (str(uuid4())); anything else cannot exist.
 _INTEGRATION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -320,11 +322,20 @@ def update(owner, integration_id, fields, vault, request_id=None):
             return _change_locked(row, ahead, fields, vault, request_id)
     except peewee.IntegrityError as exc:
         # The name index is the only unique constraint an update can break; anything else
-        # (a trigger, a check added by hand) is not the client's to fix. Both databases
-        # name the index's column or the index itself in the error.
-        if "name_key" in str(exc):
+        # (a trigger, a check added by hand) is not the client's to fix.
+        if _is_name_clash(exc):
             raise NameTaken() from None
         raise
+
+
+def _is_name_clash(exc):
+    """Whether an IntegrityError is the (owner, name_key) unique index refusing a name."""
+    # Told by the constraint, never by the message's text: PostgreSQL's DETAIL quotes the
+    # row's values, which the client chose.
+    diagnostics = getattr(getattr(exc, "orig", None), "diag", None)
+    if diagnostics is not None:
+        return diagnostics.constraint_name == _NAME_INDEX
+    return str(exc) == "UNIQUE constraint failed: integration.owner, integration.name_key"
 
 
 def _changed_by_one_statement(owner, integration_id, fields, request_id):

@@ -34,8 +34,8 @@ plus the resource API to list, read, change, delete, audit and clone them.
   answer of a route that needs a key carries `RateLimit-Limit`, `RateLimit-Remaining` and
   `RateLimit-Reset` (seconds until the window resets) while rate limits are on.
 * Every response carries `X-Request-ID`: the request's own when it is at most 128
-  characters of `[A-Za-z0-9._-]` and not shaped like an API key, a fresh one otherwise. It
-  is logged and stored in the audit entries the request writes.
+  characters of `[A-Za-z0-9._-]` holding nothing shaped like an API key's 64 hex characters,
+  a fresh one otherwise. It is logged and stored in the audit entries the request writes.
 """
 
 _RETRY_AFTER = {"description": "seconds to wait before retrying",

@@ -47,11 +47,12 @@ def _built_app(test_config):
 
     embedded = not db.is_postgresql(app.config["DATABASE_URL"])
     app.extensions["potpie_vault"] = _vault(app, create_key_file=embedded)
-    if _serving():
+    serving = _serving()
+    if serving:
         _require_encryption_keys(app)
     if embedded:
         upgraded_from = _upgrade_embedded_database()
-        if not _serving():
+        if not serving:
             # What `db upgrade` reports, when it is the command that loaded the app.
             app.extensions["potpie_schema_at_start"] = upgraded_from
     return app

@@ -1,5 +1,6 @@
 """The /api/v2 blueprint: route -> schema -> domain operation -> envelope."""
 from flask import Blueprint, current_app, g, jsonify
+from werkzeug.routing import BaseConverter
 
 from . import integrations, representation
 from .auth import require_api_key
@@ -8,6 +9,23 @@ from .schemas import CHANGE_BODY, LIST_QUERY, PAGE_QUERY, SAVE_BODY
 
 bp = Blueprint("api", __name__, url_prefix="/api/v2")
 bp.before_request(require_api_key)
+
+
+class IntegrationIdConverter(BaseConverter):
+    """A path segment naming an integration: any but `save`, the save route's own.
+
+    Read as an id, `GET /integrations/save` answered 404 "Integration not found" and a 405
+    there listed GET, PATCH, PUT and DELETE as allowed; now every method but POST is 405
+    with `Allow: POST`. Other non-UUID ids still reach the routes, which answer 404.
+    """
+
+    regex = r"(?!save\Z)[^/]+"
+    part_isolating = True
+
+
+@bp.record_once
+def _register_converter(state):
+    state.app.url_map.converters["integration_id"] = IntegrationIdConverter
 
 
 def verb(name):
@@ -44,13 +62,13 @@ def list_integrations():
               pagination={"limit": limit, "offset": offset, "total": total})
 
 
-@bp.get("/integrations/<integration_id>")
+@bp.get("/integrations/<integration_id:integration_id>")
 @verb("read")
 def read_integration(integration_id):
     return ok(representation.integration_of(integrations.read(g.user_id, integration_id)))
 
 
-@bp.route("/integrations/<integration_id>", methods=["PATCH", "PUT"])
+@bp.route("/integrations/<integration_id:integration_id>", methods=["PATCH", "PUT"])
 @verb("update")
 def change_integration(integration_id):
     fields = validated_body(CHANGE_BODY)
@@ -58,7 +76,7 @@ def change_integration(integration_id):
     return ok(representation.integration(row))
 
 
-@bp.delete("/integrations/<integration_id>")
+@bp.delete("/integrations/<integration_id:integration_id>")
 @verb("delete")
 def delete_integration(integration_id):
     integrations.delete(g.user_id, integration_id, g.request_id)
@@ -67,7 +85,7 @@ def delete_integration(integration_id):
     return response
 
 
-@bp.get("/integrations/<integration_id>/audit")
+@bp.get("/integrations/<integration_id:integration_id>/audit")
 @verb("read")
 def audit_trail(integration_id):
     page = validated_query(PAGE_QUERY)
@@ -76,7 +94,7 @@ def audit_trail(integration_id):
               pagination={**page, "total": total})
 
 
-@bp.get("/integrations/<integration_id>/template")
+@bp.get("/integrations/<integration_id:integration_id>/template")
 @verb("read")
 def clone_template(integration_id):
     row = integrations.get(g.user_id, integration_id)

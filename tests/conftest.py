@@ -168,9 +168,9 @@ class Caller:
     def __init__(self, client, key):
         self.client, self.key = client, key
 
-    def _call(self, method, path, **kwargs):
+    def _call(self, call, path, **kwargs):
         headers = {"x-api-key": self.key, **kwargs.pop("headers", {})}
-        return getattr(self.client, method)(path, headers=headers, **kwargs)
+        return getattr(self.client, call)(path, headers=headers, **kwargs)
 
     def get(self, path, **kwargs):
         return self._call("get", path, **kwargs)
@@ -189,6 +189,10 @@ class Caller:
 
     def options(self, path, **kwargs):
         return self._call("options", path, **kwargs)
+
+    def open(self, path, method, **kwargs):
+        """Any method, FOO included."""
+        return self._call("open", path, method=method, **kwargs)
 
     def save(self, body):
         return self.post("/api/v2/integrations/save", json=body)

@@ -193,9 +193,9 @@ def test_corpus_gets_only_4xx_json_from_the_same_healthy_server(
         for label, method, path, headers, body in corpus():
             status, ctype, raw = send(server, api_key, method, path, headers, body)
             count += 1
-            # Each is refused for what it is: not found, too large, not JSON, or invalid; a
-            # bare 400 would mean the request was not understood at all.
-            if not (status in (404, 413, 415, 422)
+            # Each is refused for what it is: not found, not allowed, too large, not JSON, or
+            # invalid; a bare 400 would mean the request was not understood at all.
+            if not (status in (404, 405, 413, 415, 422)
                     and ctype == "application/json; charset=utf-8" and json.loads(raw)):
                 wrong.append((label, status, ctype, raw[:200]))
         status, ctype, raw = send_chunked(server, api_key, b" " * (64 * 1024 + 1))

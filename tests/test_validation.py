@@ -319,6 +319,18 @@ def test_unknown_route_and_method_answer_json_with_or_without_a_key(client, api)
         assert sorted(response.headers["Allow"].split(", ")) == ["GET", "HEAD"]
 
 
+@pytest.mark.parametrize("method", ["GET", "PATCH", "PUT", "DELETE", "FOO"])
+def test_the_save_route_allows_post_alone_and_is_no_integration_id(api, method):
+    response = api.open(SAVE, method=method, json={"status": "inactive"})
+    assert (response.status_code, response.get_json()) == (405, {"detail": "Method Not Allowed"})
+    assert response.headers["Allow"] == "POST"
+    # Other ids that are no UUID are still the envelope's 404.
+    for path in (SAVE + "d", SAVE[:-len("save")] + "SAVE"):
+        response = api.get(path)
+        assert (response.status_code, response.get_json()["error"]) == (
+            404, "Integration not found")
+
+
 def test_a_doubled_slash_names_no_route_with_or_without_a_key(client, api):
     for response in (client.get("/api/v2//integrations"), api.get("/api/v2//integrations"),
                      api.post("/api/v2//integrations/save", json=VALID),

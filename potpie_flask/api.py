@@ -65,6 +65,7 @@ def list_integrations():
 @bp.get("/integrations/<integration_id:integration_id>")
 @verb("read")
 def read_integration(integration_id):
+    validated_query()
     return ok(representation.integration_of(integrations.read(g.user_id, integration_id)))
 
 
@@ -79,6 +80,7 @@ def change_integration(integration_id):
 @bp.delete("/integrations/<integration_id:integration_id>")
 @verb("delete")
 def delete_integration(integration_id):
+    validated_query()
     integrations.delete(g.user_id, integration_id, g.request_id)
     response = current_app.response_class(status=204)
     del response.headers["Content-Type"]
@@ -97,6 +99,7 @@ def audit_trail(integration_id):
 @bp.get("/integrations/<integration_id:integration_id>/template")
 @verb("read")
 def clone_template(integration_id):
+    validated_query()
     row = integrations.get(g.user_id, integration_id)
     name = integrations.free_copy_name(g.user_id, row)
     return ok(representation.clone_template(row, name))

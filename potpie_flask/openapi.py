@@ -26,7 +26,8 @@ plus the resource API to list, read, change, delete, audit and clone them.
 * Every `/api/v2` route except `/api/v2/openapi.json` and `/api/v2/docs` needs the
   `x-api-key` header (401 with `WWW-Authenticate: ApiKey` otherwise).
 * Another owner's integration answers exactly like one that does not exist: 404.
-* Unknown query parameters and unknown body fields at any level are 422 `value_error.extra`.
+* On every `/api/v2/integrations` route, unknown query parameters (any, on a route that
+  reads none) and unknown body fields at any level are 422 `value_error.extra`.
 * Routing comes before authentication: an unknown route is 404 `{"detail": "Not Found"}`,
   a known route with another method 405 `{"detail": "Method Not Allowed"}` with `Allow`,
   with or without a key.
@@ -157,13 +158,14 @@ def _paths():
             "get": _operation(
                 "Read one integration",
                 {"200": _ok("The integration.", out.IntegrationEnvelopeSchema),
-                 "404": "NotFound"},
+                 "404": "NotFound", "422": "ValidationFailed"},
                 operationId="read_integration"),
             "patch": _change_operation("PATCH"),
             "put": _change_operation("PUT"),
             "delete": _operation(
                 "Delete an integration and its credentials; the audit trail stays",
-                {"204": {"description": "Deleted; no body."}, "404": "NotFound"},
+                {"204": {"description": "Deleted; no body."}, "404": "NotFound",
+                 "422": "ValidationFailed"},
                 operationId="delete_integration"),
         }),
         (one + "/audit", {"parameters": [_INTEGRATION_ID], "get": _operation(
@@ -179,7 +181,7 @@ def _paths():
             "A POST /save body that creates a copy",
             {"200": _ok("No credentials, no unique_identifier; the name is the first free "
                         "`<name> (copy)`, `<name> (copy 2)`...", out.CloneTemplateEnvelopeSchema),
-             "404": "NotFound"},
+             "404": "NotFound", "422": "ValidationFailed"},
             operationId="clone_template")}),
         ("/healthz", {"get": {
             "summary": "Liveness: the process answers; the database is not touched",

@@ -139,6 +139,10 @@ class PageQuerySchema(StrictSchema):
     offset = QueryInt(minimum=0, maximum=LARGEST_INTEGER, load_default=0)
 
 
+class NoQuerySchema(StrictSchema):
+    """The query string of a route that reads none: any parameter is unknown."""
+
+
 def load_body(schema, data):
     """Validate a body and drop the keys given as null, which mean "not given"."""
     return _given(schema.load(data))
@@ -148,3 +152,4 @@ SAVE_BODY = IntegrationSaveSchema()
 CHANGE_BODY = IntegrationChangeSchema()
 LIST_QUERY = ListQuerySchema()
 PAGE_QUERY = PageQuerySchema()
+NO_QUERY = NoQuerySchema()

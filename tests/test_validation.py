@@ -389,3 +389,34 @@ def test_an_absent_field_is_left_out_defaulted_or_required_as_marshmallow_has_it
     with pytest.raises(ValidationError) as raised:
         Absent().load({})
     assert raised.value.messages == {"required": ["field required"]}
+
+
+EXTRA_QUERY = {"loc": ["query", "dry_run"], "msg": "extra fields not permitted",
+               "type": "value_error.extra"}
+
+
+@pytest.mark.parametrize("method,suffix,body", [
+    ("patch", "", {"status": "error"}), ("put", "", {"status": "error"}),
+    ("delete", "", None), ("get", "", None), ("get", "/template", None),
+])
+def test_a_route_that_reads_no_query_refuses_one_and_changes_nothing(api, method, suffix, body):
+    saved = api.save(VALID).get_json()["data"]
+    path = f"/api/v2/integrations/{saved['integration_id']}"
+    kwargs = {} if body is None else {"json": body}
+    r = getattr(api, method)(path + suffix + "?dry_run=true", **kwargs)
+    assert (r.status_code, r.get_json()) == (422, {"detail": [EXTRA_QUERY]})
+    assert api.get(path).get_json()["data"] == saved
+    assert len(api.get(path + "/audit").get_json()["data"]) == 1
+    # A bare "?" or an empty parameter list is no parameter (a deletion, once).
+    for query in ("?&", "?")[method == "delete":]:
+        assert getattr(api, method)(path + suffix + query, **kwargs).status_code in (200, 204)
+
+
+def test_a_save_with_a_query_writes_nothing_and_lists_the_body_problems_too(api):
+    r = api.post(SAVE + "?dry_run=1", json=VALID)
+    assert (r.status_code, r.get_json()) == (422, {"detail": [EXTRA_QUERY]})
+    r = api.post(SAVE + "?dry_run=1", json={**VALID, "status": "on"})
+    assert r.status_code == 422
+    assert [p["loc"] for p in r.get_json()["detail"]] == [["query", "dry_run"],
+                                                           ["body", "status"]]
+    assert api.get("/api/v2/integrations").get_json()["pagination"]["total"] == 0

@@ -10,7 +10,7 @@ from marshmallow import ValidationError
 from . import crypto, migrations
 from .auth import create_key
 from .db import UNAVAILABLE_ERRORS, database
-from .fields import check_text
+from .fields import check_text, stripped
 from .models import LARGEST_INTEGER, ApiKey, AuditEvent, Integration, utcnow
 from .representation import timestamp
 
@@ -67,7 +67,7 @@ def _stored_text(ctx, param, value):
     if value is None:
         return None
     try:
-        return check_text(value.strip(), min_length=1 if param.name == "user_id" else 0,
+        return check_text(stripped(value), min_length=1 if param.name == "user_id" else 0,
                           max_length=ApiKey._meta.fields[param.name].max_length)
     except ValidationError as exc:
         raise click.BadParameter(exc.messages[0]) from None

@@ -35,6 +35,16 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # Descriptions may span lines: tab, LF and CR are allowed there.
 _CONTROL_MULTILINE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _WHITESPACE = re.compile(r"\s")
+# Control characters that str.strip() takes for whitespace and would drop unseen at the ends
+# (U+001C-U+001F, U+0085); tab, LF, VT, FF and CR there are whitespace, stripped.
+_CONTROL_NOT_WHITESPACE = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+
+
+def stripped(value):
+    """The value without surrounding whitespace; a control character anywhere is refused first."""
+    if _CONTROL_NOT_WHITESPACE.search(value):
+        fail("must not contain control characters", "value_error")
+    return value.strip()
 
 
 def check_text(value, *, min_length=0, max_length=None, multiline=False, no_whitespace=False):
@@ -92,7 +102,7 @@ class Text(_RulesInDeserialize, fields.Field):
         if not isinstance(value, str):
             fail("str type expected", "type_error.str")
         if self.strip:
-            value = value.strip()
+            value = stripped(value)
         return check_text(value, **self.rules)
 
 

@@ -107,6 +107,9 @@ def test_revoking_an_id_no_key_can_have_fails_clearly(runner, key_id):
      "Invalid value for '--label': ensure this value has at most 255 characters"),
     (["--user-id", "u\x1b[31m"],
      "Invalid value for '--user-id': must not contain control characters"),
+    # Python's strip() would have dropped it as whitespace.
+    (["--user-id", "u\x1f"],
+     "Invalid value for '--user-id': must not contain control characters"),
 ])
 def test_keys_create_refuses_what_a_key_cannot_hold(runner, app, options, problem):
     result = runner.invoke(args=["keys", "create", *options])
@@ -118,7 +121,7 @@ def test_keys_create_refuses_what_a_key_cannot_hold(runner, app, options, proble
 
 def test_keys_create_stores_its_options_stripped(runner, app):
     result = runner.invoke(args=["keys", "create", "--user-id", " user_cli ", "--email",
-                                 " a@example.com ", "--label", " ci "])
+                                 "\ta@example.com\r\n", "--label", " ci "])
     assert result.exit_code == 0
     with app.app_context():
         row = ApiKey.get()

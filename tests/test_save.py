@@ -215,6 +215,11 @@ def test_name_clash_is_409_case_insensitive_after_stripping(api, app):
         assert AuditEvent.select().count() == 1
 
 
+def test_whitespace_around_the_name_is_stripped_tabs_and_line_ends_too(api):
+    r = api.save({"name": "\t Sentry \r\n", "integration_type": "sentry"})
+    assert (r.status_code, r.get_json()["data"]["name"]) == (200, "Sentry")
+
+
 def test_a_refused_save_leaves_the_connection_usable_for_the_next_one(api, app):
     # On PostgreSQL the failing INSERT travels with COMMIT; the pooled connection
     # must come back out of the aborted transaction for the next request.

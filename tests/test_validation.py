@@ -115,6 +115,13 @@ CASES = {
     "control character in name": ({**VALID, "name": "a\x07b"},
                                   [problem(["name"], "must not contain control characters",
                                            "value_error")]),
+    # str.strip() takes these for whitespace: they are refused, not dropped.
+    "information separators around the name": (
+        {**VALID, "name": "\x1fa\x1c"},
+        [problem(["name"], "must not contain control characters", "value_error")]),
+    "next line (C1) after the name": (
+        {**VALID, "name": "a\x85"},
+        [problem(["name"], "must not contain control characters", "value_error")]),
     "whitespace in identifier": ({**VALID, "unique_identifier": "a b"},
                                  [problem(["unique_identifier"], "must not contain whitespace",
                                           "value_error")]),

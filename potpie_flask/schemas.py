@@ -72,8 +72,14 @@ class AuthDataSchema(StrictSchema):
     expires_at = UtcDateTime(allow_none=True)
     scope = Text(max_length=2048, allow_none=True)
 
-    @validates_schema
-    def require_a_credential(self, data, **kwargs):
+    # Checked once the fields it reads are valid (SPEC section 3), whatever the others hold:
+    # marshmallow's default would skip it after any field's error, and a client that fixed
+    # `scope` would only then learn that no credential was given.
+    @validates_schema(skip_on_field_errors=False, pass_original=True)
+    def require_a_credential(self, data, original_data, **kwargs):
+        if not isinstance(original_data, Mapping) or any(
+                name in original_data and name not in data for name in SECRET_FIELDS):
+            return  # not an object, or a credential given but invalid: its own problem stands
         if not any(data.get(name) for name in SECRET_FIELDS):
             raise ValidationError("Provide at least one of: access_token, refresh_token, or code")
 

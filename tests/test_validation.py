@@ -161,10 +161,27 @@ def test_every_problem_is_listed_not_just_the_first(api):
     ]
 
 
-def test_cross_field_rule_waits_for_valid_fields(api):
-    r = api.post(SAVE, json={**VALID, "auth_data": {"token_type": 7}})
+NO_CREDENTIAL = problem(["auth_data"], "Provide at least one of: access_token, refresh_token, "
+                                       "or code", "value_error")
+
+
+def test_cross_field_rule_waits_for_the_fields_it_reads(api):
+    r = api.post(SAVE, json={**VALID, "auth_data": {"access_token": 7}})
     assert r.get_json()["detail"] == [
-        problem(["auth_data", "token_type"], "str type expected", "type_error.str")]
+        problem(["auth_data", "access_token"], "str type expected", "type_error.str")]
+
+
+@pytest.mark.parametrize("auth_data,first", [
+    ({"token_type": 7}, problem(["auth_data", "token_type"], "str type expected",
+                                "type_error.str")),
+    ({"scope": 5}, problem(["auth_data", "scope"], "str type expected", "type_error.str")),
+    ({"tokn": "t"}, problem(["auth_data", "tokn"], "extra fields not permitted",
+                            "value_error.extra")),
+])
+def test_cross_field_rule_reads_only_the_credentials(api, auth_data, first):
+    # The three fields it reads are valid (absent), so both problems are listed at once.
+    r = api.post(SAVE, json={**VALID, "auth_data": auth_data})
+    assert (r.status_code, r.get_json()["detail"]) == (422, [first, NO_CREDENTIAL])
 
 
 @pytest.mark.parametrize("raw,pos,msg", [

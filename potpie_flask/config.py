@@ -1,5 +1,6 @@
 """Package defaults; instance/config.py, then POTPIE_* environment variables override them."""
 import re
+from urllib.parse import urlsplit
 
 
 class ConfigError(ValueError):
@@ -24,7 +25,8 @@ def seconds(config, name):
     if isinstance(value, str) and re.fullmatch(r"\s*[0-9]+(\.[0-9]+)?\s*", value):
         value = float(value)
     if (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9):
-        raise ConfigError(f"POTPIE_{name} must be a number of seconds above 0, not {value!r}")
+        raise ConfigError(f"POTPIE_{name} must be a number of seconds above 0 and below "
+                          f"1,000,000,000, not {value!r}")
     config[name] = float(value)
 
 
@@ -36,8 +38,44 @@ def one_of(config, name, choices):
     config[name] = value.strip().upper()
 
 
+_ON = ("true", "1", "on", "yes")
+_OFF = ("false", "0", "off", "no", "")
+
+
+def switch(config, name):
+    """Make `config[name]` a bool: true/false, 1/0, on/off, yes/no in any case, or ConfigError.
+
+    Any other word was read as "on": a mistyped `flase` left prepared statements on behind
+    PgBouncer, where every request then failed.
+    """
+    value = config.get(name)
+    if isinstance(value, str) and value.strip().lower() in _ON + _OFF:
+        value = value.strip().lower() in _ON
+    elif not isinstance(value, bool) and value in (0, 1):  # POTPIE_X=1 arrives as JSON's 1
+        value = bool(value)
+    if not isinstance(value, bool):
+        raise ConfigError(f"POTPIE_{name} must be one of {', '.join(_ON)} or "
+                          f"{', '.join(_OFF[:-1])}, not {value!r}")
+    config[name] = value
+
+
+def database_url(config):
+    """Refuse a DATABASE_URL naming neither SQLite nor PostgreSQL; its text is never echoed.
+
+    It may hold a password, so the error names only what is wrong.
+    """
+    url = config.get("DATABASE_URL")
+    scheme = urlsplit(url).scheme if isinstance(url, str) else ""
+    # postgresql+psycopg2:// as SQLAlchemy spells it, too (db.is_postgresql).
+    if (scheme != "sqlite" and scheme.split("+")[0] not in ("postgres", "postgresql")
+            or "://" not in url):
+        raise ConfigError("DATABASE_URL must start with sqlite:/// (a file) or postgresql:// "
+                          "(a server)")
+
+
 def check(config):
     """Refuse at start a setting the service cannot use, naming it, rather than fail requests."""
+    database_url(config)
     if config.get("MAX_CONTENT_LENGTH") is not None:  # None: Flask's "no limit"
         whole_number(config, "MAX_CONTENT_LENGTH", 1)
     whole_number(config, "RETRY_AFTER_SECONDS", 0)
@@ -52,19 +90,15 @@ def check(config):
     seconds(config, "DATABASE_POOL_TIMEOUT")
     whole_number(config, "DATABASE_CONNECT_TIMEOUT", 1)
     seconds(config, "RATELIMIT_STORAGE_TIMEOUT")
+    switch(config, "DATABASE_PREPARED_STATEMENTS")
+    switch(config, "RATELIMIT_ENABLED")
     # A number is a level too; logging's own error for another word names no variable.
     if type(config.get("LOG_LEVEL")) is not int:
         one_of(config, "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 
 
-def is_on(value):
-    """A switch: a bool from instance/config.py, or POTPIE_* text ("false", "False", "0", "off"...)."""
-    if isinstance(value, str):
-        return value.strip().lower() not in ("false", "0", "off", "no", "")
-    return bool(value)
-
-
-# Request bodies larger than this answer 413 before any JSON is parsed.
+# Request bodies larger than this answer 413 before any JSON is parsed; None (null in the
+# environment) is Flask's "no limit".
 MAX_CONTENT_LENGTH = 64 * 1024
 
 # Milliseconds a SQLite writer waits for the lock before the request answers 503.
@@ -80,7 +114,8 @@ SQLITE_SYNCHRONOUS = "NORMAL"
 DATABASE_MAX_CONNECTIONS = 8
 # Seconds a request waits for a pooled connection before answering 503.
 DATABASE_POOL_TIMEOUT = 5
-# Seconds after which an idle pooled connection is recycled.
+# Seconds a pooled connection lives: once older, it is closed when next taken from or given
+# back to the pool, however busy (playhouse.pool counts from its opening); 0 never.
 DATABASE_STALE_TIMEOUT = 300
 # Seconds a PostgreSQL connection attempt may take.
 DATABASE_CONNECT_TIMEOUT = 5

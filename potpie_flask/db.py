@@ -6,7 +6,6 @@ import peewee
 from playhouse import db_url
 from playhouse.pool import MaxConnectionsExceeded
 
-from .config import is_on
 from .postgresql import PooledPostgresql
 from .sqlite import QueuedWritersSqlite
 
@@ -28,7 +27,7 @@ def is_postgresql(url):
 
 
 def open_database(url, config):
-    """Build the Peewee database for a URL: SQLite in WAL mode, or pooled PostgreSQL."""
+    """Build the Peewee database for a URL (as config.check passed it): SQLite in WAL mode, or pooled PostgreSQL."""
     if is_postgresql(url):
         return PooledPostgresql(
             **db_url.parse("postgresql://" + url.split("://", 1)[1]),
@@ -36,11 +35,9 @@ def open_database(url, config):
             stale_timeout=config["DATABASE_STALE_TIMEOUT"],
             timeout=config["DATABASE_POOL_TIMEOUT"],
             connect_timeout=config["DATABASE_CONNECT_TIMEOUT"],
-            prepared_statements=is_on(config["DATABASE_PREPARED_STATEMENTS"]),
+            prepared_statements=config["DATABASE_PREPARED_STATEMENTS"],
             lock_timeout_ms=config["DATABASE_LOCK_TIMEOUT_MS"],
         )
-    if urlsplit(url).scheme != "sqlite":
-        raise RuntimeError("DATABASE_URL must start with sqlite:// or postgresql://")
     busy_ms = config["SQLITE_BUSY_TIMEOUT_MS"]
     return QueuedWritersSqlite(
         db_url.parse(url)["database"],

@@ -29,7 +29,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .auth import sent_key
-from .config import ConfigError, is_on
+from .config import ConfigError
 
 log = logging.getLogger("potpie_flask")
 
@@ -63,6 +63,22 @@ def _outside_limited_blueprint():
 
 def _is_401(response):
     return response.status_code == 401
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster")
+
+
+def _check_storage(uri):
+    """ConfigError unless the URI names memory or a Redis server: the storages installed.
+
+    Only its scheme is named in the error: a Redis URI may hold a password.
+    """
+    scheme = uri.split("://", 1)[0] if isinstance(uri, str) and "://" in uri else None
+    if scheme != "memory" and scheme not in _REDIS_SCHEMES:
+        raise ConfigError(
+            "POTPIE_RATELIMIT_STORAGE_URI must be memory:// or a Redis server's URI ("
+            + ", ".join(f"{name}://" for name in _REDIS_SCHEMES) + "), "
+            + (f"not a {scheme}:// URI" if scheme else "not a URI"))
 
 
 def storage_options(uri, timeout):
@@ -107,8 +123,9 @@ def init_app(app):
     config = app.config
     config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
     config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
-    if not is_on(config.get("RATELIMIT_ENABLED", True)):
+    if not config["RATELIMIT_ENABLED"]:
         return None
+    _check_storage(config["RATELIMIT_STORAGE_URI"])
     for name in ("RATELIMIT_AUTH_FAILURES", "RATELIMIT_DEFAULT"):
         _check_limit(name, config[name])
     throttle = _Throttle(LOG_INTERVAL)

@@ -4,7 +4,6 @@ import pytest
 
 from potpie_flask import create_app, migrations
 from potpie_flask.auth import create_key, owner_of
-from potpie_flask.config import is_on
 from potpie_flask.db import database
 from potpie_flask.models import ApiKey
 from potpie_flask.postgresql import _numbered
@@ -22,11 +21,6 @@ def prepared_on_this_connection():
     cursor = database.execute_sql(
         "SELECT statement FROM pg_prepared_statements WHERE name LIKE 'potpie%%' ORDER BY name")
     return [row[0] for row in cursor.fetchall()]
-
-
-def test_a_switch_written_false_in_any_usual_way_is_off():
-    assert [is_on(v) for v in ("False", "false", "0", "off", "no", "", False, 0)] == [False] * 8
-    assert [is_on(v) for v in ("true", "True", "1", "on", True, 1)] == [True] * 6
 
 
 def test_placeholders_are_numbered_and_escaped_percent_signs_restored():

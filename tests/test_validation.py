@@ -264,16 +264,54 @@ def test_the_lock_timeout_is_refused_at_start_beyond_what_postgresql_takes(insta
     ("SQLITE_SYNCHRONOUS", 2, "must be one of NORMAL, FULL, EXTRA, OFF, not 2"),
     ("SQLITE_BUSY_TIMEOUT_MS", "x", "must be a whole number from 0 to 2147483647, not 'x'"),
     ("DATABASE_MAX_CONNECTIONS", "abc", "must be a whole number of at least 0, not 'abc'"),
-    ("DATABASE_POOL_TIMEOUT", 0, "must be a number of seconds above 0, not 0"),
+    ("DATABASE_POOL_TIMEOUT", 0, "must be a number of seconds above 0 and below "
+                                 "1,000,000,000, not 0"),
+    ("DATABASE_POOL_TIMEOUT", 1e10, "must be a number of seconds above 0 and below "
+                                    "1,000,000,000, not 10000000000.0"),
     ("DATABASE_STALE_TIMEOUT", "5m", "must be a whole number of at least 0, not '5m'"),
     ("DATABASE_CONNECT_TIMEOUT", "0", "must be a whole number of at least 1, not 0"),
-    ("RATELIMIT_STORAGE_TIMEOUT", "0", "must be a number of seconds above 0, not 0.0"),
-    ("RATELIMIT_STORAGE_TIMEOUT", "half", "must be a number of seconds above 0, not 'half'"),
+    ("RATELIMIT_STORAGE_TIMEOUT", "0", "must be a number of seconds above 0 and below "
+                                       "1,000,000,000, not 0.0"),
+    ("RATELIMIT_STORAGE_TIMEOUT", "half", "must be a number of seconds above 0 and below "
+                                          "1,000,000,000, not 'half'"),
+    ("DATABASE_PREPARED_STATEMENTS", "flase", "must be one of true, 1, on, yes or false, 0, "
+                                              "off, no, not 'flase'"),
+    ("RATELIMIT_ENABLED", 2, "must be one of true, 1, on, yes or false, 0, off, no, not 2"),
 ])
 def test_a_database_or_storage_setting_is_refused_at_start(instance_path, name, value, message):
     with pytest.raises(ConfigError) as refused:
         create_app({"RATELIMIT_ENABLED": False, name: value})
     assert str(refused.value) == f"POTPIE_{name} {message}"
+
+
+@pytest.mark.parametrize("url", ["mysql://root:secret@db/potpie", "postgresql:/secret",
+                                 "sqlite+pysqlite:///secret.db", 5])
+def test_a_database_url_of_no_known_kind_is_refused_without_being_echoed(instance_path, url):
+    with pytest.raises(ConfigError) as refused:
+        create_app({"RATELIMIT_ENABLED": False, "DATABASE_URL": url})
+    assert str(refused.value) == ("DATABASE_URL must start with sqlite:/// (a file) or "
+                                  "postgresql:// (a server)")
+
+
+@pytest.mark.parametrize("uri,named", [("bogus://", "not a bogus:// URI"),
+                                       ("memcached://localhost:11211", "not a memcached:// URI"),
+                                       ("localhost:6379", "not a URI"), (1, "not a URI")])
+def test_a_rate_limit_storage_of_no_installed_kind_is_refused_at_start(instance_path, uri,
+                                                                       named):
+    with pytest.raises(ConfigError) as refused:
+        create_app({"RATELIMIT_STORAGE_URI": uri})
+    assert str(refused.value) == (
+        "POTPIE_RATELIMIT_STORAGE_URI must be memory:// or a Redis server's URI (redis://, "
+        f"rediss://, redis+unix://, redis+sentinel://, redis+cluster://), {named}")
+
+
+@pytest.mark.parametrize("on,off", [("True", "False"), (" on ", "OFF"), ("yes", "no"), (1, 0),
+                                    (True, False), ("1", "")])
+def test_switches_are_read_in_every_usual_spelling(instance_path, on, off):
+    app = create_app({"RATELIMIT_ENABLED": off, "DATABASE_PREPARED_STATEMENTS": on})
+    assert (app.config["RATELIMIT_ENABLED"], app.config["DATABASE_PREPARED_STATEMENTS"]) == (
+        False, True)
+    assert "potpie_limiter" not in app.extensions
 
 
 def test_settings_given_as_text_are_read_as_they_are_used(instance_path):

@@ -114,10 +114,10 @@ def json_body():
 
 
 def validated_body(schema):
-    """The body loaded through `schema`, keys given as null dropped; a route with a body reads no query.
+    """The body loaded through `schema`, keys given as null dropped; no query parameter.
 
-    A query parameter and the body's problems are refused in one 422 (SPEC section 3:
-    every problem found).
+    A route with a body reads no query string: a parameter is refused in the same 422 as
+    the body's problems (SPEC section 3: every problem found).
     """
     data = json_body()
     problems = _query_problems(NO_QUERY)[1]

@@ -27,7 +27,7 @@ def is_postgresql(url):
 
 
 def open_database(url, config):
-    """Build the Peewee database for a URL (as config.check passed it): SQLite in WAL mode, or pooled PostgreSQL."""
+    """The Peewee database of a URL that config.check passed: SQLite (WAL) or pooled PostgreSQL."""
     if is_postgresql(url):
         return PooledPostgresql(
             **db_url.parse("postgresql://" + url.split("://", 1)[1]),

@@ -1,4 +1,5 @@
 """SQLite with writers queued on a lock file: the embedded default database."""
+import contextlib
 import fcntl
 import logging
 import os
@@ -19,10 +20,11 @@ _FRAME_BYTES = 4096 + 24
 
 
 class _Writer(threading.local):
-    """A thread's lock file (opened in process `pid`) and its commits."""
+    """A thread's lock file (opened in process `pid`), its commits, and whether it waits forever."""
 
     file = pid = None
     commits = 0
+    unbounded = False
 
 
 class _Checkpoints:
@@ -169,12 +171,29 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
 
         if lock():
             return
+        if self._lock_files.unbounded:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            return
         if self._lock_timeout > 0 and _alarm_is_free():
             taken = _lock_within(lock_file, self._lock_timeout)
         else:
             taken = self._poll(lock)
         if not taken:
             raise peewee.OperationalError("database is locked")
+
+    @contextlib.contextmanager
+    def waiting_unbounded(self):
+        """Within it, this thread waits for the lock file however long: a schema upgrade's wait.
+
+        Every SQLite worker upgrades the schema as it starts; one that found another's upgrade
+        holding the lock past the busy timeout failed to boot, which stops gunicorn's master.
+        """
+        held = self._lock_files
+        held.unbounded = True
+        try:
+            yield
+        finally:
+            held.unbounded = False
 
     def _release(self):
         fcntl.flock(self._lock_file(), fcntl.LOCK_UN)

@@ -1,4 +1,5 @@
 """`db upgrade` and `flask shell` (SPEC sections 7 and 8)."""
+import fcntl
 import threading
 
 import pytest
@@ -115,6 +116,30 @@ def test_db_upgrade_waits_for_another_upgrade_past_the_lock_timeout(short_lock_t
     assert upgraded[0].exit_code == 0, upgraded[0].output
     assert upgraded[0].output == (f"schema at version {len(migrations.MIGRATIONS)} "
                                   f"(was {len(migrations.MIGRATIONS) - 1})\n")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_sqlite_upgrade_waits_for_another_upgrade_past_the_busy_timeout(short_busy_timeout,
+                                                                        app, runner):
+    """A worker starting beside another's long upgrade must wait for it, not fail to boot."""
+    assert app.config["SQLITE_BUSY_TIMEOUT_MS"] == 200
+    with app.app_context(), database.connection_context():
+        SchemaVersion.update(version=len(migrations.MIGRATIONS) - 1).execute()
+    # What another worker's upgrade holds first: the writers' lock file.
+    with open(database.obj.database + "-writers.lock", "ab") as other_upgrade:
+        fcntl.flock(other_upgrade, fcntl.LOCK_EX)
+        upgraded = []
+        upgrade = threading.Thread(target=lambda: upgraded.append(
+            runner.invoke(args=["db", "upgrade"])), daemon=True)
+        upgrade.start()
+        upgrade.join(1.0)  # five busy timeouts
+        still_waiting = upgrade.is_alive()
+        fcntl.flock(other_upgrade, fcntl.LOCK_UN)
+    upgrade.join(10)
+    assert still_waiting
+    latest = len(migrations.MIGRATIONS)
+    assert (upgraded[0].exit_code, upgraded[0].output) == (
+        0, f"schema at version {latest} (was {latest - 1})\n")
 
 
 def test_commands_before_the_schema_exists_say_to_upgrade_first(runner, app):

@@ -12,11 +12,12 @@ bp.before_request(require_api_key)
 
 
 class IntegrationIdConverter(BaseConverter):
-    """A path segment naming an integration: any but `save`, the save route's own.
+    """The last segment of `/integrations/<id>`: any but `save`, the save route's own.
 
     Read as an id, `GET /integrations/save` answered 404 "Integration not found" and a 405
     there listed GET, PATCH, PUT and DELETE as allowed; now every method but POST is 405
-    with `Allow: POST`. Other non-UUID ids still reach the routes, which answer 404.
+    with `Allow: POST`. Other non-UUID ids still reach the routes, which answer 404, and
+    so does `save` before `/audit` or `/template`, which are no route of their own.
     """
 
     regex = r"(?!save\Z)[^/]+"
@@ -87,7 +88,7 @@ def delete_integration(integration_id):
     return response
 
 
-@bp.get("/integrations/<integration_id:integration_id>/audit")
+@bp.get("/integrations/<integration_id>/audit")
 @verb("read")
 def audit_trail(integration_id):
     page = validated_query(PAGE_QUERY)
@@ -96,7 +97,7 @@ def audit_trail(integration_id):
               pagination={**page, "total": total})
 
 
-@bp.get("/integrations/<integration_id:integration_id>/template")
+@bp.get("/integrations/<integration_id>/template")
 @verb("read")
 def clone_template(integration_id):
     validated_query()

@@ -386,8 +386,9 @@ def test_the_save_route_allows_post_alone_and_is_no_integration_id(api, method):
     response = api.open(SAVE, method=method, json={"status": "inactive"})
     assert (response.status_code, response.get_json()) == (405, {"detail": "Method Not Allowed"})
     assert response.headers["Allow"] == "POST"
-    # Other ids that are no UUID are still the envelope's 404.
-    for path in (SAVE + "d", SAVE[:-len("save")] + "SAVE"):
+    # Other ids that are no UUID are still the envelope's 404, and so is `save` as the id
+    # of the audit trail or the template.
+    for path in (SAVE + "d", SAVE[:-len("save")] + "SAVE", SAVE + "/audit", SAVE + "/template"):
         response = api.get(path)
         assert (response.status_code, response.get_json()["error"]) == (
             404, "Integration not found")

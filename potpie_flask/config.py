@@ -39,14 +39,15 @@ def one_of(config, name, choices):
 
 
 _ON = ("true", "1", "on", "yes")
-_OFF = ("false", "0", "off", "no", "")
+_OFF = ("false", "0", "off", "no")
 
 
 def switch(config, name):
     """Make `config[name]` a bool: true/false, 1/0, on/off, yes/no in any case, or ConfigError.
 
     Any other word was read as "on": a mistyped `flase` left prepared statements on behind
-    PgBouncer, where every request then failed.
+    PgBouncer, where every request then failed. An empty value (`POTPIE_X=`, a compose
+    file's unset variable) is refused too, rather than read as either.
     """
     value = config.get(name)
     if isinstance(value, str) and value.strip().lower() in _ON + _OFF:
@@ -55,22 +56,27 @@ def switch(config, name):
         value = bool(value)
     if not isinstance(value, bool):
         raise ConfigError(f"POTPIE_{name} must be one of {', '.join(_ON)} or "
-                          f"{', '.join(_OFF[:-1])}, not {value!r}")
+                          f"{', '.join(_OFF)}, not {value!r}")
     config[name] = value
 
 
 def database_url(config):
-    """Refuse a DATABASE_URL naming neither SQLite nor PostgreSQL; its text is never echoed.
+    """Refuse a DATABASE_URL naming neither a SQLite file nor PostgreSQL; its text is never echoed.
 
-    It may hold a password, so the error names only what is wrong.
+    It may hold a password, so the error names only what is wrong. SQLite in memory is
+    refused: every worker, and every thread, would get an empty database of its own.
     """
     url = config.get("DATABASE_URL")
     scheme = urlsplit(url).scheme if isinstance(url, str) else ""
-    # postgresql+psycopg2:// as SQLAlchemy spells it, too (db.is_postgresql).
-    if (scheme != "sqlite" and scheme.split("+")[0] not in ("postgres", "postgresql")
-            or "://" not in url):
-        raise ConfigError("DATABASE_URL must start with sqlite:/// (a file) or postgresql:// "
-                          "(a server)")
+    if scheme == "sqlite":
+        file = url.split("?", 1)[0].removeprefix("sqlite:///")
+        known = url.startswith("sqlite:///") and file not in ("", ":memory:")
+    else:
+        # postgresql+psycopg2:// as SQLAlchemy spells it, too (db.is_postgresql).
+        known = scheme.split("+")[0] in ("postgres", "postgresql") and "://" in url
+    if not known:
+        raise ConfigError("DATABASE_URL must be sqlite:///<file> or "
+                          "postgresql://<server>/<database>")
 
 
 def check(config):

@@ -41,7 +41,11 @@ _CONTROL_NOT_WHITESPACE = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 
 
 def stripped(value):
-    """The value without surrounding whitespace; a control character anywhere is refused first."""
+    """The value without surrounding whitespace, after refusing any control character that is none.
+
+    Tab, LF, VT, FF and CR are whitespace, stripped at the ends (check_text refuses them
+    inside a single-line text); every other control character is refused wherever it sits.
+    """
     if _CONTROL_NOT_WHITESPACE.search(value):
         fail("must not contain control characters", "value_error")
     return value.strip()

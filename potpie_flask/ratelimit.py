@@ -73,7 +73,8 @@ def _check_storage(uri):
 
     Only its scheme is named in the error: a Redis URI may hold a password.
     """
-    scheme = uri.split("://", 1)[0] if isinstance(uri, str) and "://" in uri else None
+    # A scheme is read in any case (RFC 3986), as limits reads it.
+    scheme = uri.split("://", 1)[0].lower() if isinstance(uri, str) and "://" in uri else None
     if scheme != "memory" and scheme not in _REDIS_SCHEMES:
         raise ConfigError(
             "POTPIE_RATELIMIT_STORAGE_URI must be memory:// or a Redis server's URI ("

@@ -276,6 +276,7 @@ def test_the_lock_timeout_is_refused_at_start_beyond_what_postgresql_takes(insta
                                           "1,000,000,000, not 'half'"),
     ("DATABASE_PREPARED_STATEMENTS", "flase", "must be one of true, 1, on, yes or false, 0, "
                                               "off, no, not 'flase'"),
+    ("RATELIMIT_ENABLED", "", "must be one of true, 1, on, yes or false, 0, off, no, not ''"),
     ("RATELIMIT_ENABLED", 2, "must be one of true, 1, on, yes or false, 0, off, no, not 2"),
 ])
 def test_a_database_or_storage_setting_is_refused_at_start(instance_path, name, value, message):
@@ -285,12 +286,18 @@ def test_a_database_or_storage_setting_is_refused_at_start(instance_path, name, 
 
 
 @pytest.mark.parametrize("url", ["mysql://root:secret@db/potpie", "postgresql:/secret",
-                                 "sqlite+pysqlite:///secret.db", 5])
+                                 "sqlite+pysqlite:///secret.db", 5, "sqlite://",
+                                 "sqlite:///:memory:", "sqlite://secret/x.db"])
 def test_a_database_url_of_no_known_kind_is_refused_without_being_echoed(instance_path, url):
     with pytest.raises(ConfigError) as refused:
         create_app({"RATELIMIT_ENABLED": False, "DATABASE_URL": url})
-    assert str(refused.value) == ("DATABASE_URL must start with sqlite:/// (a file) or "
-                                  "postgresql:// (a server)")
+    assert str(refused.value) == ("DATABASE_URL must be sqlite:///<file> or "
+                                  "postgresql://<server>/<database>")
+
+
+def test_a_rate_limit_storage_scheme_is_read_in_any_case(instance_path):
+    app = create_app({"RATELIMIT_STORAGE_URI": "Memory://"})
+    assert "potpie_limiter" in app.extensions
 
 
 @pytest.mark.parametrize("uri,named", [("bogus://", "not a bogus:// URI"),
@@ -306,7 +313,7 @@ def test_a_rate_limit_storage_of_no_installed_kind_is_refused_at_start(instance_
 
 
 @pytest.mark.parametrize("on,off", [("True", "False"), (" on ", "OFF"), ("yes", "no"), (1, 0),
-                                    (True, False), ("1", "")])
+                                    (True, False), ("1", "0")])
 def test_switches_are_read_in_every_usual_spelling(instance_path, on, off):
     app = create_app({"RATELIMIT_ENABLED": off, "DATABASE_PREPARED_STATEMENTS": on})
     assert (app.config["RATELIMIT_ENABLED"], app.config["DATABASE_PREPARED_STATEMENTS"]) == (

@@ -45,21 +45,21 @@ def _known_version():
     return version
 
 
-def _waiting_for_another_upgrade():
-    """SQLite: the writers' lock waited for however long; PostgreSQL sets its lock_timeout below."""
-    waiting = getattr(database.obj, "waiting_unbounded", None)
-    return waiting() if waiting else contextlib.nullcontext()
+def _one_upgrade_at_a_time():
+    """SQLite's upgrades queue on a lock file; PostgreSQL's on an advisory lock, in upgrade()."""
+    queue = getattr(database.obj, "one_upgrade_at_a_time", None)
+    return queue() if queue else contextlib.nullcontext()
 
 
 def upgrade():
     """Apply every pending migration in one transaction; returns (from_version, to_version)."""
     # Read first, with no write lock: every SQLite worker upgrades at start, and one that
     # waited for a request's write past the busy timeout failed to boot, which stops
-    # gunicorn's master. Only an upgrade still to do waits, as long as another takes.
+    # gunicorn's master. Only an upgrade still to do waits, for as long as another takes.
     start = _known_version()
     if start == len(MIGRATIONS):
         return start, start
-    with _waiting_for_another_upgrade(), database.atomic():
+    with _one_upgrade_at_a_time(), database.atomic():
         if database.obj.for_update:
             # An upgrade waits for another upgrade, and for the requests holding its tables,
             # however long: the connection's lock_timeout is for requests.

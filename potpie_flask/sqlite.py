@@ -20,11 +20,10 @@ _FRAME_BYTES = 4096 + 24
 
 
 class _Writer(threading.local):
-    """A thread's lock file (opened in process `pid`), its commits, and whether it waits forever."""
+    """A thread's lock file (opened in process `pid`) and its commits."""
 
     file = pid = None
     commits = 0
-    unbounded = False
 
 
 class _Checkpoints:
@@ -171,9 +170,6 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
 
         if lock():
             return
-        if self._lock_files.unbounded:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-            return
         if self._lock_timeout > 0 and _alarm_is_free():
             taken = _lock_within(lock_file, self._lock_timeout)
         else:
@@ -182,18 +178,24 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
             raise peewee.OperationalError("database is locked")
 
     @contextlib.contextmanager
-    def waiting_unbounded(self):
-        """Within it, this thread waits for the lock file however long: a schema upgrade's wait.
+    def one_upgrade_at_a_time(self):
+        """Within it, no other schema upgrade of this database runs: another waits, however long.
 
         Every SQLite worker upgrades the schema as it starts; one that found another's upgrade
-        holding the lock past the busy timeout failed to boot, which stops gunicorn's master.
+        holding the writers' lock past the busy timeout (an index rebuilt on a large table)
+        failed to boot, which stops gunicorn's master. Upgrades queue on a lock file of their
+        own, `<database>-upgrade.lock`, and only then take the writers' lock within the busy
+        timeout, as any writer does: what holds that one is a request's write, or a
+        transaction left open (in `flask shell`), which fails the upgrade loudly rather than
+        hangs it.
         """
-        held = self._lock_files
-        held.unbounded = True
-        try:
-            yield
-        finally:
-            held.unbounded = False
+        with open(self.database + "-upgrade.lock", "ab", buffering=0) as lock_file:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.warning("waiting for another schema upgrade to finish")
+                fcntl.flock(lock_file, fcntl.LOCK_EX)
+            yield  # closing the file releases the lock
 
     def _release(self):
         fcntl.flock(self._lock_file(), fcntl.LOCK_UN)

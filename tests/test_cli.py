@@ -118,28 +118,48 @@ def test_db_upgrade_waits_for_another_upgrade_past_the_lock_timeout(short_lock_t
                                   f"(was {len(migrations.MIGRATIONS) - 1})\n")
 
 
+def _upgrading_in_a_thread(runner):
+    upgraded = []
+    upgrade = threading.Thread(target=lambda: upgraded.append(
+        runner.invoke(args=["db", "upgrade"])), daemon=True)
+    upgrade.start()
+    return upgrade, upgraded
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_sqlite_upgrade_waits_for_another_upgrade_past_the_busy_timeout(short_busy_timeout,
                                                                         app, runner):
     """A worker starting beside another's long upgrade must wait for it, not fail to boot."""
     assert app.config["SQLITE_BUSY_TIMEOUT_MS"] == 200
+    latest = len(migrations.MIGRATIONS)
     with app.app_context(), database.connection_context():
-        SchemaVersion.update(version=len(migrations.MIGRATIONS) - 1).execute()
-    # What another worker's upgrade holds first: the writers' lock file.
-    with open(database.obj.database + "-writers.lock", "ab") as other_upgrade:
+        SchemaVersion.update(version=latest - 1).execute()
+    with open(database.obj.database + "-upgrade.lock", "ab") as other_upgrade:
         fcntl.flock(other_upgrade, fcntl.LOCK_EX)
-        upgraded = []
-        upgrade = threading.Thread(target=lambda: upgraded.append(
-            runner.invoke(args=["db", "upgrade"])), daemon=True)
-        upgrade.start()
+        upgrade, upgraded = _upgrading_in_a_thread(runner)
         upgrade.join(1.0)  # five busy timeouts
         still_waiting = upgrade.is_alive()
         fcntl.flock(other_upgrade, fcntl.LOCK_UN)
     upgrade.join(10)
     assert still_waiting
-    latest = len(migrations.MIGRATIONS)
     assert (upgraded[0].exit_code, upgraded[0].output) == (
         0, f"schema at version {latest} (was {latest - 1})\n")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_sqlite_upgrade_gives_up_on_a_writer_after_the_busy_timeout(short_busy_timeout, app,
+                                                                    runner):
+    """What holds the writers' lock is a request, or a transaction left open: no endless wait."""
+    with app.app_context(), database.connection_context():
+        SchemaVersion.update(version=len(migrations.MIGRATIONS) - 1).execute()
+    with open(database.obj.database + "-writers.lock", "ab") as open_transaction:
+        fcntl.flock(open_transaction, fcntl.LOCK_EX)
+        upgrade, upgraded = _upgrading_in_a_thread(runner)
+        upgrade.join(10)
+        gave_up = not upgrade.is_alive()
+    assert gave_up
+    assert (upgraded[0].exit_code, upgraded[0].output) == (
+        1, "Error: the database is unavailable: database is locked\n")
 
 
 def test_commands_before_the_schema_exists_say_to_upgrade_first(runner, app):

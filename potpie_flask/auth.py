@@ -59,8 +59,10 @@ class AuthenticationFailed(DetailError):
 
 
 def sent_key():
-    """The request's x-api-key header without surrounding whitespace; "" when there is none."""
-    return request.headers.get("x-api-key", "").strip()
+    """The request's x-api-key header without surrounding spaces and tabs; "" when there is none."""
+    # HTTP's own whitespace around a field value (RFC 9110, 5.5): str.strip() also took
+    # U+001C-U+001F, NEL and NBSP, so a key sent with those around it passed.
+    return request.headers.get("x-api-key", "").strip(" \t")
 
 
 def require_api_key():

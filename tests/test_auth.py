@@ -34,6 +34,15 @@ def test_unknown_or_malformed_key_is_401_invalid(client, key):
     assert r.headers["WWW-Authenticate"] == "ApiKey"
 
 
+@pytest.mark.parametrize("around", ["\x1f", "\x1c", "\x85", "\xa0", "\x0b"])
+def test_a_key_with_other_than_spaces_and_tabs_around_it_is_invalid(client, api_key, around):
+    for key in (around + api_key, api_key + around):
+        r = client.get(LIST, headers={"x-api-key": key})
+        assert (r.status_code, r.get_json()) == (401, INVALID)
+    r = client.get(LIST, headers={"x-api-key": f" \t{api_key}\t "})
+    assert r.status_code == 200
+
+
 def test_key_in_query_string_is_not_accepted(client, api_key):
     r = client.get(f"{LIST}?x-api-key={api_key}")
     assert r.status_code == 401

@@ -26,7 +26,8 @@ def create_app(test_config=None):
 def _built_app(test_config):
     app = configured_flask(test_config)
     config.check(app.config)
-    os.makedirs(app.instance_path, exist_ok=True)
+    # Its owner's alone when created here: it holds the key file and the SQLite database.
+    os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
     app.json = OrjsonProvider(app)
     app.json.sort_keys = False
     # Bodies are UTF-8 JSON, and say so (SPEC section 1).

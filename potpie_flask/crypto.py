@@ -64,7 +64,7 @@ def ensure_key_file(instance_path):
     place: link() fails when the name exists, so concurrent starts agree on the
     first key written and nobody ever reads a half-written file.
     """
-    os.makedirs(instance_path, exist_ok=True)
+    os.makedirs(instance_path, mode=0o700, exist_ok=True)
     target = os.path.join(instance_path, KEY_FILE_NAME)
     fd, tmp = tempfile.mkstemp(dir=instance_path, prefix=".credentials-")
     try:

@@ -19,6 +19,26 @@ _LONGEST_WAIT = 0.001
 _FRAME_BYTES = 4096 + 24
 
 
+def _private(path):
+    """`path` opened for appending, created readable and writable by its owner alone."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600),
+                     "ab", buffering=0)
+
+
+def _create_private_database(path):
+    """Create the database file for its owner alone, unless it exists; its WAL takes its mode.
+
+    Created by sqlite3 with the umask's usual 0644, the file and its WAL were readable by
+    every local user: names, audit entries and key hashes (the tokens are encrypted).
+    """
+    try:
+        # Never once the file exists: closing a descriptor of it would drop every POSIX lock
+        # this process's connections hold on it (below, _sync_database_file).
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except OSError:
+        pass  # it exists, or cannot be created: the first connection says why in its own words
+
+
 class _Writer(threading.local):
     """A thread's lock file (opened in process `pid`) and its commits."""
 
@@ -126,6 +146,7 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
 
     def __init__(self, database, pragmas=(), timeout=5, **kwargs):
         self.wal_limit_bytes = 2 * self.LOCKED_CHECKPOINT_AFTER_FRAMES * _FRAME_BYTES
+        _create_private_database(database)
         pragmas = [*dict(pragmas).items(), ("wal_autocheckpoint", 0)]
         super().__init__(database, pragmas=pragmas, timeout=timeout, **kwargs)
         self._lock_timeout = timeout
@@ -143,7 +164,7 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
         # and a forked child must not share its parent's. Closed when its thread ends.
         held = self._lock_files
         if held.pid != os.getpid():
-            held.file = open(self.database + "-writers.lock", "ab", buffering=0)
+            held.file = _private(self.database + "-writers.lock")
             held.pid = os.getpid()
         return held.file
 
@@ -189,7 +210,7 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
         transaction left open (in `flask shell`), which fails the upgrade loudly rather than
         hangs it.
         """
-        with open(self.database + "-upgrade.lock", "ab", buffering=0) as lock_file:
+        with _private(self.database + "-upgrade.lock") as lock_file:
             try:
                 fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

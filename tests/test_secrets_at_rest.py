@@ -9,7 +9,8 @@ import sys
 import pytest
 from cryptography.fernet import Fernet
 
-from potpie_flask import crypto
+from potpie_flask import create_app, crypto
+from potpie_flask.auth import create_key
 from potpie_flask.db import database
 from potpie_flask.models import Integration
 
@@ -72,6 +73,30 @@ def test_key_file_is_private_and_reused(tmp_path):
     assert crypto.ensure_key_file(str(tmp_path)) == keys
     assert [p.name for p in tmp_path.iterdir()] == [crypto.KEY_FILE_NAME]
     Fernet(keys[0])
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_instance_folder_and_the_database_files_are_their_owners_alone(tmp_path,
+                                                                          monkeypatch, backend):
+    instance = tmp_path / "fresh" / "instance"
+    monkeypatch.setenv("POTPIE_INSTANCE_PATH", str(instance))
+    for name in ("DATABASE_URL", "POTPIE_ENCRYPTION_KEYS"):
+        monkeypatch.delenv(name, raising=False)
+    app = create_app({"RATELIMIT_ENABLED": False})
+    _, key = _key_of(app)
+    r = app.test_client().post("/api/v2/integrations/save", headers={"x-api-key": key},
+                               json={"name": "Private", "integration_type": "jira"})
+    assert r.status_code == 200
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in instance.iterdir()}
+    assert modes == {name: 0o600 for name in (
+        crypto.KEY_FILE_NAME, "potpie.sqlite3", "potpie.sqlite3-wal", "potpie.sqlite3-shm",
+        "potpie.sqlite3-writers.lock", "potpie.sqlite3-upgrade.lock")}
+    assert stat.S_IMODE(instance.stat().st_mode) == 0o700
+
+
+def _key_of(app):
+    with app.app_context(), database.connection_context():
+        return create_key("owner")
 
 
 def _start_with_the_others(barrier, path, results):

@@ -25,8 +25,10 @@ _SAVE_ATTEMPTS = 3
 _ONE_MICROSECOND = dt.timedelta(microseconds=1)
 # Peewee's name for the unique index on (owner, name_key) (models.Integration.Meta).
 _NAME_INDEX = "integration_owner_name_key"
-# The only form integration ids are stored in (str(uuid4())); anything else cannot exist.
-_INTEGRATION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# The form integration ids are stored in (str(uuid4())), read in any case (RFC 9562: a UUID's
+# hex digits are case-insensitive on input; Swift's uuidString is upper case, say).
+_INTEGRATION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+                             re.IGNORECASE)
 
 
 class IntegrationNotFound(Exception):
@@ -79,10 +81,10 @@ _NULLS = dict.fromkeys(Integration._meta.fields)
 
 
 def _known_id(integration_id):
-    """The id; IntegrationNotFound unless a UUID, before it reaches SQL (PostgreSQL rejects NUL)."""
+    """The id as stored; IntegrationNotFound unless a UUID, before it reaches SQL (or NUL would)."""
     if not _INTEGRATION_ID.fullmatch(integration_id):
         raise IntegrationNotFound()
-    return integration_id
+    return integration_id.lower()
 
 
 def _found(row):
@@ -170,7 +172,7 @@ def list_integrations(owner, filters, limit, offset):
 
 def audit_trail(owner, integration_id, limit, offset):
     """One page of an integration's audit events, newest first, and their total."""
-    _known_id(integration_id)
+    integration_id = _known_id(integration_id)
 
     def matching(*columns):
         return AuditEvent.select(*columns).where(

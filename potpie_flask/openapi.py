@@ -85,7 +85,8 @@ _RESPONSES = {
 
 _INTEGRATION_ID = {
     "in": "path", "name": "integration_id", "required": True,
-    "description": "The integration's id; a string that is not one answers 404. Never "
+    "description": "The integration's id, its hex digits in either case; a string that is "
+                   "not one answers 404. Never "
                    "`save`: `/api/v2/integrations/save` is the save route, and its other "
                    "methods are 405.",
     "schema": {"type": "string", "format": "uuid"},

@@ -242,11 +242,24 @@ def test_repeated_key_is_a_422_at_the_body(api):
 
 @pytest.mark.parametrize("integration_id", ["a\u0000b", "550E8400-E29B-41D4-A716-446655440000",
                                             "x" * 300])
-def test_an_id_that_is_not_a_uuid_is_not_found(api, integration_id):
+def test_an_id_that_is_not_a_uuid_or_not_stored_is_not_found(api, integration_id):
     for method in ("get", "delete"):
         r = getattr(api, method)("/api/v2/integrations/" + integration_id)
         assert (r.status_code, r.get_json()["error"]) == (404, "Integration not found")
     assert api.get(f"/api/v2/integrations/{integration_id}/audit").status_code == 404
+
+
+def test_an_id_in_upper_case_names_the_same_integration(api):
+    saved = api.save(VALID).get_json()["data"]
+    path = "/api/v2/integrations/" + saved["integration_id"].upper()
+    assert api.get(path).get_json()["data"] == saved
+    changed = api.patch(path, json={"status": "inactive"}).get_json()["data"]
+    assert (changed["integration_id"], changed["status"]) == (saved["integration_id"], "inactive")
+    assert [e["action"] for e in api.get(path + "/audit").get_json()["data"]] == [
+        "update", "create"]
+    assert api.get(path + "/template").status_code == 200
+    assert api.delete(path).status_code == 204
+    assert api.get("/api/v2/integrations/" + saved["integration_id"]).status_code == 404
 
 
 def test_a_body_shorter_than_its_content_length_is_a_400_and_saves_nothing(app, api_key):

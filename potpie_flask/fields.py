@@ -152,8 +152,9 @@ class UtcDateTime(_RulesInDeserialize, fields.DateTime):
         try:
             if not (isinstance(value, str) and self._DATE_AND_TIME.match(value)):
                 raise ValueError(value)
-            # The rest in any ISO 8601 form, a Z suffix included, from Python 3.11 (setup.cfg).
-            parsed = dt.datetime.fromisoformat(value)
+            # The rest in any ISO 8601 form, a Z suffix included, from Python 3.11 (setup.cfg);
+            # RFC 3339 allows its z in lower case too, as the t this takes already.
+            parsed = dt.datetime.fromisoformat(value[:-1] + "Z" if value.endswith("z") else value)
             if parsed.tzinfo is not None:
                 # OverflowError: an offset that moves year 1 or 9999 out of datetime's range.
                 parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)

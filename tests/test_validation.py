@@ -217,7 +217,9 @@ def test_null_tags_mean_empty(api):
 
 
 @pytest.mark.parametrize("sent", ["2030-05-01T08:00:00", "2030-05-01 08:00", "2030-05-01T08:00Z",
-                                  "2030-05-01T10:00:00.000+02:00"])
+                                  "2030-05-01T10:00:00.000+02:00",
+                                  # RFC 3339 allows both letters in lower case.
+                                  "2030-05-01t08:00:00z"])
 def test_expires_at_is_stored_in_utc_and_without_a_zone_taken_as_utc(api, sent):
     r = api.post(SAVE, json={**VALID, "auth_data": {"code": "c", "expires_at": sent}})
     assert r.get_json()["data"]["auth_data"]["expires_at"] == "2030-05-01T08:00:00.000000Z"

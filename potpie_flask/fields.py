@@ -59,7 +59,8 @@ def check_text(value, *, min_length=0, max_length=None, multiline=False, no_whit
         fail("must not contain control characters", "value_error")
     if no_whitespace and _WHITESPACE.search(value):
         fail("must not contain whitespace", "value_error")
-    if len(value) < min_length:
+    # Blank is too short (SPEC section 3): a tag of spaces names nothing.
+    if len(value) < min_length or (min_length and value.isspace()):
         fail(
             f"ensure this value has at least {min_length} characters",
             "value_error.any_str.min_length",

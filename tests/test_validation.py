@@ -103,6 +103,11 @@ CASES = {
                            [problem(["metadata", "tags", 1],
                                     "ensure this value has at least 1 characters",
                                     "value_error.any_str.min_length", limit_value=1)]),
+    "blank tags": ({**VALID, "metadata": {"tags": [" ", "ok ", "\u00a0"]}},
+                   [problem(["metadata", "tags", index],
+                            "ensure this value has at least 1 characters",
+                            "value_error.any_str.min_length", limit_value=1)
+                    for index in (0, 2)]),
     "null name": ({**VALID, "name": None},
                   [problem(["name"], "none is not an allowed value",
                            "type_error.none.not_allowed")]),

@@ -26,6 +26,13 @@ plus the resource API to list, read, change, delete, audit and clone them.
 * Every `/api/v2` route except `/api/v2/openapi.json` and `/api/v2/docs` needs the
   `x-api-key` header (401 with `WWW-Authenticate: ApiKey` otherwise).
 * Another owner's integration answers exactly like one that does not exist: 404.
+* Strings may hold no control characters (a description may hold tab and line breaks) and
+  no unpaired surrogates. Names are compared after stripping and Unicode case folding,
+  without Unicode normalization.
+* An empty string counts as absent for `has_auth_data` (`access_token`), `has_scope_data`
+  (`org_slug`, `workspace_id`) and the rule that `auth_data` holds a credential.
+* An audit entry's `auth_data` is `{"old": null, "new": "[redacted]"}` when an
+  integration without credentials gets some; `[redacted]` on a side that held them.
 * On every `/api/v2/integrations` route, unknown query parameters (any, on a route that
   reads none) and unknown body fields at any level are 422 `value_error.extra`.
 * Routing comes before authentication: an unknown route is 404 `{"detail": "Not Found"}`,

@@ -12,6 +12,10 @@ STATUSES = ("active", "inactive", "pending", "error")
 SECRET_FIELDS = ("access_token", "refresh_token", "code")
 
 
+_STRIPPED = ("Surrounding whitespace is stripped first; the lengths apply to what is left. "
+             "Unique per owner, compared case-insensitively.")
+
+
 class StrictSchema(Schema):
     """Unknown keys and non-object input are errors in the SPEC's words."""
 
@@ -102,11 +106,14 @@ class MetadataSchema(StrictSchema):
 class IntegrationSaveSchema(StrictSchema):
     """POST /save body."""
 
-    name = Text(required=True, min_length=1, max_length=255, strip=True)
+    name = Text(required=True, min_length=1, max_length=255, strip=True,
+                metadata={"description": _STRIPPED})
     integration_type = Choice(INTEGRATION_TYPES, required=True)
     status = Choice(STATUSES)
     active = StrictBool()
-    unique_identifier = Text(min_length=1, max_length=255, no_whitespace=True, allow_none=True)
+    unique_identifier = Text(min_length=1, max_length=255, no_whitespace=True, allow_none=True,
+                             metadata={"description": "No whitespace. Default: "
+                                                      "`<integration_type>-<integration_id>`."})
     auth_data = Object(AuthDataSchema, allow_none=True)
     scope_data = Object(ScopeDataSchema, allow_none=True)
     metadata = Object(MetadataSchema, allow_none=True)
@@ -115,7 +122,7 @@ class IntegrationSaveSchema(StrictSchema):
 class IntegrationChangeSchema(IntegrationSaveSchema):
     """PATCH/PUT body: any save field except the type and the identifier; at least one."""
 
-    name = Text(min_length=1, max_length=255, strip=True)
+    name = Text(min_length=1, max_length=255, strip=True, metadata={"description": _STRIPPED})
 
     class Meta:
         exclude = ("integration_type", "unique_identifier")

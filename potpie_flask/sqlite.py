@@ -19,10 +19,25 @@ _LONGEST_WAIT = 0.001
 _FRAME_BYTES = 4096 + 24
 
 
-def _private(path):
-    """`path` opened for appending, created readable and writable by its owner alone."""
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600),
-                     "ab", buffering=0)
+def _lock_file_of(database, suffix):
+    """The lock file `<database><suffix>`, open for reading and writing (as NFS's flock wants).
+
+    Created for its owner alone, and, by root (`sudo flask db upgrade`), given the database
+    file's owner, as SQLite gives its WAL: or the service could never open it again. A
+    lock file that cannot be opened makes the database unavailable (a 503, one CLI line).
+    """
+    path = database + suffix
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise peewee.OperationalError(f"cannot open {path}: {exc.strerror}") from None
+    if os.geteuid() == 0:
+        try:
+            owner = os.stat(database)
+            os.fchown(fd, owner.st_uid, owner.st_gid)
+        except OSError:
+            pass  # no database file yet: the lock file is root's, as the database will be
+    return os.fdopen(fd, "r+b", buffering=0)
 
 
 def _create_private_database(path):
@@ -164,7 +179,7 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
         # and a forked child must not share its parent's. Closed when its thread ends.
         held = self._lock_files
         if held.pid != os.getpid():
-            held.file = _private(self.database + "-writers.lock")
+            held.file = _lock_file_of(self.database, "-writers.lock")
             held.pid = os.getpid()
         return held.file
 
@@ -210,7 +225,7 @@ class QueuedWritersSqlite(peewee.SqliteDatabase):
         transaction left open (in `flask shell`), which fails the upgrade loudly rather than
         hangs it.
         """
-        with _private(self.database + "-upgrade.lock") as lock_file:
+        with _lock_file_of(self.database, "-upgrade.lock") as lock_file:
             try:
                 fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

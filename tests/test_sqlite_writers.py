@@ -323,3 +323,28 @@ def test_the_wal_stays_bounded_while_writers_never_pause(app, instance_path):
     assert max(longest) <= (2 * 200 + 3 * 30) * FRAME
     with app.app_context(), database.connection_context():
         assert Integration.select().where(Integration.owner == "writer").count() == 1500
+
+
+def test_a_lock_file_that_cannot_be_opened_makes_the_database_unavailable(api, app):
+    lock_path = database.obj.database + "-writers.lock"
+    os.rename(lock_path, lock_path + ".moved")
+    os.mkdir(lock_path)  # opened for writing: EISDIR, as a file of another owner gives EACCES
+    try:
+        # A thread of its own: this one's lock file is open already.
+        r = run_bounded(lambda: api.save({"name": "Locked out", "integration_type": "jira"}))
+    finally:
+        os.rmdir(lock_path)
+        os.rename(lock_path + ".moved", lock_path)
+    assert (r.status_code, r.get_json()["error"]) == (
+        503, "Failed to save integration: Database unavailable")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can create a file for another owner")
+def test_a_lock_file_root_creates_belongs_to_the_database_files_owner(app, tmp_path):
+    path = str(tmp_path / "owned.sqlite3")
+    sqlite3.connect(path).close()
+    os.chown(path, 65534, 65534)
+    with sqlite._lock_file_of(path, "-upgrade.lock"):
+        pass
+    created = os.stat(path + "-upgrade.lock")
+    assert (created.st_uid, created.st_gid, created.st_mode & 0o777) == (65534, 65534, 0o600)

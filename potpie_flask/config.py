@@ -69,8 +69,9 @@ def database_url(config):
     url = config.get("DATABASE_URL")
     scheme = urlsplit(url).scheme if isinstance(url, str) else ""
     if scheme == "sqlite":
-        file = url.split("?", 1)[0].removeprefix("sqlite:///")
-        known = url.startswith("sqlite:///") and file not in ("", ":memory:")
+        # The scheme in any case, as urlsplit and db_url read it.
+        file = url.split("?", 1)[0][len("sqlite:///"):]
+        known = url[:len("sqlite:///")].lower() == "sqlite:///" and file not in ("", ":memory:")
     else:
         # postgresql+psycopg2:// as SQLAlchemy spells it, too (db.is_postgresql).
         known = scheme.split("+")[0] in ("postgres", "postgresql") and "://" in url

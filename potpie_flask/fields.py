@@ -145,13 +145,16 @@ class UtcDateTime(_RulesInDeserialize, fields.DateTime):
     """An ISO 8601 datetime, converted to naive UTC; no time zone means UTC."""
 
     default_error_messages = BASE_MESSAGES
-    # A date and a time, at least to the minute: fromisoformat alone also takes a date, an
-    # hour alone, a week date, or any character between date and time.
-    _DATE_AND_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
+    # A date and a time, at least to the minute, and an offset: fromisoformat alone also takes
+    # a date, an hour alone, a week date, any character between date and time, or one before
+    # a Z (Python 3.11).
+    _DATE_AND_TIME = re.compile(
+        r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)?"
+        r"([Zz]|[+-][0-9]{2}(:?[0-9]{2}(:?[0-9]{2}([.,][0-9]+)?)?)?)?")
 
     def _deserialize(self, value, attr, data, **kwargs):
         try:
-            if not (isinstance(value, str) and self._DATE_AND_TIME.match(value)):
+            if not (isinstance(value, str) and self._DATE_AND_TIME.fullmatch(value)):
                 raise ValueError(value)
             # The rest in any ISO 8601 form, a Z suffix included, from Python 3.11 (setup.cfg);
             # RFC 3339 allows its z in lower case too, as the t this takes already.

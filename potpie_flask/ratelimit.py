@@ -84,7 +84,7 @@ def _check_storage(uri):
 
 def storage_options(uri, timeout):
     """Redis answers within `timeout` seconds or counts as down: no retries, no backoff."""
-    if not uri.split(":", 1)[0].startswith(("redis", "rediss")):
+    if not uri.split(":", 1)[0].lower().startswith("redis"):
         return {}
     return {"socket_connect_timeout": timeout, "socket_timeout": timeout,
             "retry": Retry(NoBackoff(), 0)}

@@ -482,3 +482,11 @@ def test_the_defaults_refuse_a_31st_failed_authentication_a_minute(instance_path
                 r.headers["RateLimit-Remaining"]) == (401, "30", str(remaining))
     r = client.get(LIST, headers={"x-api-key": "sk-wrong"})
     assert (r.status_code, r.get_json(), r.headers["RateLimit-Limit"]) == (429, REFUSED, "30")
+
+
+@pytest.mark.parametrize("uri", ["redis://h:6379/0", "Redis://h:6379/0", "REDISS://h:6379/0",
+                                 "redis+sentinel://h:26379/m"])
+def test_a_redis_storage_in_any_case_gets_the_storage_timeout(uri):
+    options = ratelimit.storage_options(uri, 0.25)
+    assert (options["socket_connect_timeout"], options["socket_timeout"]) == (0.25, 0.25)
+    assert ratelimit.storage_options("memory://", 0.25) == {}

@@ -75,6 +75,13 @@ CASES = {
     "expires_at after year 9999 in UTC": (
         {**VALID, "auth_data": {"code": "c", "expires_at": "9999-12-31T23:59:59-01:00"}},
         [problem(["auth_data", "expires_at"], "invalid datetime format", "value_error.datetime")]),
+    # Python 3.11's fromisoformat takes any one character before a Z.
+    "expires_at with a stray character before its zone": (
+        {**VALID, "auth_data": {"code": "c", "expires_at": "2030-01-01T08:00:00xZ"}},
+        [problem(["auth_data", "expires_at"], "invalid datetime format", "value_error.datetime")]),
+    "expires_at with two zones": (
+        {**VALID, "auth_data": {"code": "c", "expires_at": "2030-01-01T08:00:00zz"}},
+        [problem(["auth_data", "expires_at"], "invalid datetime format", "value_error.datetime")]),
     "expires_at a date without a time": (
         {**VALID, "auth_data": {"code": "c", "expires_at": "2030-01-01"}},
         [problem(["auth_data", "expires_at"], "invalid datetime format", "value_error.datetime")]),
@@ -326,6 +333,14 @@ def test_switches_are_read_in_every_usual_spelling(instance_path, on, off):
     assert (app.config["RATELIMIT_ENABLED"], app.config["DATABASE_PREPARED_STATEMENTS"]) == (
         False, True)
     assert "potpie_limiter" not in app.extensions
+
+
+def test_a_database_url_scheme_is_read_in_any_case(instance_path):
+    url = f"SQLite:///{instance_path / 'upper.sqlite3'}"
+    app = create_app({"RATELIMIT_ENABLED": False, "DATABASE_URL": url})
+    with app.app_context(), database.connection_context():
+        assert database.execute_sql("SELECT 1").fetchone() == (1,)
+    assert (instance_path / "upper.sqlite3").exists()
 
 
 def test_settings_given_as_text_are_read_as_they_are_used(instance_path):

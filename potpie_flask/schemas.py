@@ -100,7 +100,9 @@ class MetadataSchema(StrictSchema):
     created_via = Text(max_length=64, allow_none=True)
     version = Text(max_length=64, allow_none=True)
     description = Text(max_length=2000, multiline=True, allow_none=True)
-    tags = BoundedList(Text(min_length=1, max_length=64), max_items=50, allow_none=True)
+    tags = BoundedList(Text(min_length=1, max_length=64,
+                            metadata={"pattern": r"\S", "description": "Not blank."}),
+                       max_items=50, allow_none=True)
 
 
 class IntegrationSaveSchema(StrictSchema):

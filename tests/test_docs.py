@@ -56,6 +56,9 @@ def test_request_bodies_and_queries_come_from_the_validating_schemas():
     assert schemas["IntegrationSave"]["additionalProperties"] is False
     assert set(schemas["IntegrationChange"]["properties"]) == {
         "name", "status", "active", "auth_data", "scope_data", "metadata"}
+    # What the schema refuses beyond lengths is said too: a blank tag, a name's stripping.
+    assert schemas["Metadata"]["properties"]["tags"]["items"]["pattern"] == r"\S"
+    assert "stripped" in schemas["IntegrationSave"]["properties"]["name"]["description"]
     listed = document["paths"]["/api/v2/integrations"]["get"]["parameters"]
     assert {p["name"]: p["schema"] for p in listed}["limit"] == {
         "default": 50, "type": "integer", "minimum": 1, "maximum": 200}

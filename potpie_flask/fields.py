@@ -145,7 +145,7 @@ class UtcDateTime(_RulesInDeserialize, fields.DateTime):
     """An ISO 8601 datetime, converted to naive UTC; no time zone means UTC."""
 
     default_error_messages = BASE_MESSAGES
-    # A date and a time, at least to the minute, and an offset: fromisoformat alone also takes
+    # A date and a time, at least to the minute, and maybe an offset: fromisoformat alone takes
     # a date, an hour alone, a week date, any character between date and time, or one before
     # a Z (Python 3.11).
     _DATE_AND_TIME = re.compile(

@@ -68,13 +68,17 @@ def _is_401(response):
 _REDIS_SCHEMES = ("redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster")
 
 
+def _scheme(uri):
+    """The storage URI's scheme in lower case (RFC 3986, as limits reads it); None if no URI."""
+    return uri.split("://", 1)[0].lower() if isinstance(uri, str) and "://" in uri else None
+
+
 def _check_storage(uri):
     """ConfigError unless the URI names memory or a Redis server: the storages installed.
 
     Only its scheme is named in the error: a Redis URI may hold a password.
     """
-    # A scheme is read in any case (RFC 3986), as limits reads it.
-    scheme = uri.split("://", 1)[0].lower() if isinstance(uri, str) and "://" in uri else None
+    scheme = _scheme(uri)
     if scheme != "memory" and scheme not in _REDIS_SCHEMES:
         raise ConfigError(
             "POTPIE_RATELIMIT_STORAGE_URI must be memory:// or a Redis server's URI ("
@@ -84,7 +88,7 @@ def _check_storage(uri):
 
 def storage_options(uri, timeout):
     """Redis answers within `timeout` seconds or counts as down: no retries, no backoff."""
-    if not uri.split(":", 1)[0].lower().startswith("redis"):
+    if _scheme(uri) not in _REDIS_SCHEMES:
         return {}
     return {"socket_connect_timeout": timeout, "socket_timeout": timeout,
             "retry": Retry(NoBackoff(), 0)}

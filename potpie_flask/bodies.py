@@ -119,8 +119,12 @@ def validated_body(schema):
     A route with a body reads no query string: a parameter is refused in the same 422 as
     the body's problems (SPEC section 3: every problem found).
     """
-    data = json_body()
     problems = _query_problems(NO_QUERY)[1]
+    try:
+        data = json_body()
+    except RequestInvalid as exc:
+        # A body that does not decode has no field to check, but the query string still has.
+        raise RequestInvalid(problems + exc.problems) from None
     try:
         fields = load_body(schema, data)
     except ValidationError as exc:

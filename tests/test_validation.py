@@ -512,3 +512,12 @@ def test_a_save_with_a_query_writes_nothing_and_lists_the_body_problems_too(api)
     assert [p["loc"] for p in r.get_json()["detail"]] == [["query", "dry_run"],
                                                            ["body", "status"]]
     assert api.get("/api/v2/integrations").get_json()["pagination"]["total"] == 0
+
+
+@pytest.mark.parametrize("raw", ["{", b'{"name": "\xff"}', '\ufeff{}'])
+def test_a_body_that_does_not_decode_is_listed_with_the_query_problems(api, raw):
+    r = api.post(SAVE + "?dry_run=1", data=raw, content_type="application/json")
+    assert r.status_code == 422
+    detail = r.get_json()["detail"]
+    assert detail[0] == EXTRA_QUERY
+    assert [p["type"] for p in detail] == ["value_error.extra", "value_error.jsondecode"]

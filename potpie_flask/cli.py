@@ -50,9 +50,7 @@ def needs_schema(command):
 @db_cli.command("upgrade")
 @needs_database
 def db_upgrade():
-    """Create or upgrade the schema (safe to run again), and the key file if no key is set."""
-    if not current_app.config["ENCRYPTION_KEYS"]:
-        crypto.ensure_key_file(current_app.instance_path)
+    """Create or upgrade the schema (safe to run again)."""
     try:
         start, end = migrations.upgrade()
     except migrations.SchemaTooNew as exc:

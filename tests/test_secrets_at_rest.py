@@ -145,13 +145,30 @@ def test_postgresql_without_a_key_refuses_to_serve(pg_url, tmp_path, start):
     assert not (tmp_path / crypto.KEY_FILE_NAME).exists()
 
 
-def test_postgresql_db_upgrade_without_a_key_creates_the_key_file(pg_url, tmp_path):
+def test_postgresql_db_upgrade_without_a_key_invents_none(pg_url, tmp_path):
+    # A host whose secret store forgot the keys must not start on a key of its own.
+    env = _without_a_key(pg_url, tmp_path)
     done = subprocess.run([sys.executable, "-m", "flask", "--app", "potpie_flask", "db", "upgrade"],
-                          cwd=ROOT, env=_without_a_key(pg_url, tmp_path), capture_output=True,
-                          text=True, timeout=60)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout.startswith("schema at version ")
-    Fernet(crypto.read_key_file(str(tmp_path))[0])
+    assert not (tmp_path / crypto.KEY_FILE_NAME).exists()
+    done = subprocess.run([sys.executable, "-c", "import wsgi"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert done.stderr.splitlines()[-1].endswith(
+        "No encryption key: set POTPIE_ENCRYPTION_KEYS (comma-separated Fernet keys), "
+        "the same keys on every instance.")
+
+
+def test_postgresql_reads_a_key_file_an_earlier_release_created(pg_url, tmp_path):
+    key = crypto.ensure_key_file(str(tmp_path))[0]
+    env = _without_a_key(pg_url, tmp_path)
+    code = "import wsgi; print(wsgi.app.extensions['potpie_vault'].seal({}))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert crypto.Vault([key]).open(done.stdout.strip()) == {}
 
 
 def test_crypto_rotate_reencrypts_under_the_first_key(app, api, runner, monkeypatch):

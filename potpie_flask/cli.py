@@ -7,7 +7,7 @@ from flask import current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 
-from . import crypto, migrations
+from . import migrations
 from .auth import create_key
 from .db import UNAVAILABLE_ERRORS, database
 from .fields import check_text, stripped

@@ -3,7 +3,26 @@ import os
 import subprocess
 import sys
 
-bind = "{}:{}".format(os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000"))
+
+def _whole_number(name, least, most=None):
+    """The environment's `name` as a whole number in [least, most], or None when unset or empty.
+
+    Read with int(), a typo such as `GUNICORN_TIMEOUT=30s` stopped gunicorn with a traceback,
+    `WEB_CONCURRENCY=0` started a master with no worker to answer, and `PORT=99999` failed
+    in bind(): one Error line naming the variable instead, as the service's own settings give.
+    """
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    bounds = f"{least} or more" if most is None else f"{least} to {most}"
+    number = int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None
+    if number is None or number < least or (most is not None and number > most):
+        raise SystemExit(f"Error: {name} must be a whole number, {bounds}; got {text!r}")
+    return number
+
+
+_port = _whole_number("PORT", 0, 65535)
+bind = "{}:{}".format(os.environ.get("HOST", "127.0.0.1"), 8000 if _port is None else _port)
 # Sync workers: one request each, no threads. One per core plus one on SQLite, plus two on
 # PostgreSQL, so that no core sits idle while workers wait for the database (a round trip;
 # on PostgreSQL also a COMMIT's flush to disk: with three workers on the 2-core benchmark
@@ -30,15 +49,20 @@ def _serves_postgresql():
     return answer.stdout.strip() == "True"
 
 
-workers = int(os.environ.get("WEB_CONCURRENCY")
-              or (os.cpu_count() or 1) + (2 if _serves_postgresql() else 1))
+workers = (_whole_number("WEB_CONCURRENCY", 1)
+           or (os.cpu_count() or 1) + (2 if _serves_postgresql() else 1))
 worker_class = "sync"
 # No preload: the PostgreSQL pool and SQLite connections are not fork-safe, so every
 # worker imports the app and opens its own connections after the fork.
 preload_app = False
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+timeout = _whole_number("GUNICORN_TIMEOUT", 1) or 30
 # On SIGTERM, workers finish the requests they hold for up to this many seconds.
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+_graceful = _whole_number("GUNICORN_GRACEFUL_TIMEOUT", 0)
+graceful_timeout = 30 if _graceful is None else _graceful
 keepalive = 5
+# gunicorn 25.1+ opens a control socket at one path per user ($HOME/.gunicorn/gunicorn.ctl):
+# a second instance on the host took it over, and stopping either deleted it. The service
+# documents no use for it (gunicorn before 25.1 ignores the name).
+control_socket_disable = True
 accesslog = None
 errorlog = "-"

@@ -37,3 +37,41 @@ def test_web_concurrency_wins(no_settings, monkeypatch):
     monkeypatch.setenv("POTPIE_DATABASE_URL", "postgresql://potpie@db.internal:5432/potpie")
     monkeypatch.setenv("WEB_CONCURRENCY", "7")
     assert configured_workers() == 7
+
+
+@pytest.mark.parametrize("name,value,bounds", [
+    ("GUNICORN_TIMEOUT", "30s", "1 or more"),
+    ("GUNICORN_TIMEOUT", "0", "1 or more"),
+    ("GUNICORN_GRACEFUL_TIMEOUT", "-1", "0 or more"),
+    ("WEB_CONCURRENCY", "0", "1 or more"),
+    ("WEB_CONCURRENCY", "abc", "1 or more"),
+    ("WEB_CONCURRENCY", "9" * 5000, "1 or more"),
+    ("PORT", "99999", "0 to 65535"),
+    ("PORT", "８０", "0 to 65535"),
+])
+def test_a_number_gunicorn_cannot_use_is_one_error_line(no_settings, monkeypatch, name, value,
+                                                        bounds):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as refused:
+        configured_workers()
+    assert str(refused.value) == f"Error: {name} must be a whole number, {bounds}; got {value!r}"
+
+
+def test_numbers_and_their_defaults(no_settings, monkeypatch):
+    for name in ("PORT", "GUNICORN_TIMEOUT", "GUNICORN_GRACEFUL_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WEB_CONCURRENCY", "")
+    settings = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert (settings["bind"], settings["timeout"], settings["graceful_timeout"]) == (
+        "127.0.0.1:8000", 30, 30)
+    assert settings["workers"] == os.cpu_count() + 1
+    monkeypatch.setenv("PORT", " 8080 ")
+    monkeypatch.setenv("GUNICORN_TIMEOUT", "5")
+    monkeypatch.setenv("GUNICORN_GRACEFUL_TIMEOUT", "0")
+    settings = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert (settings["bind"], settings["timeout"], settings["graceful_timeout"]) == (
+        "127.0.0.1:8080", 5, 0)
+
+
+def test_no_control_socket_that_instances_on_one_host_would_share(no_settings):
+    assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["control_socket_disable"] is True

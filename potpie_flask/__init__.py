@@ -27,7 +27,12 @@ def _built_app(test_config):
     app = configured_flask(test_config)
     config.check(app.config)
     # Its owner's alone when created here: it holds the key file and the SQLite database.
-    os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise config.ConfigError(
+            f"the instance folder {app.instance_path} cannot be created ({exc.strerror}): "
+            "POTPIE_INSTANCE_PATH names the folder to use") from None
     app.json = OrjsonProvider(app)
     app.json.sort_keys = False
     # Bodies are UTF-8 JSON, and say so (SPEC section 1).

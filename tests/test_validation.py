@@ -309,6 +309,16 @@ def test_a_database_url_of_no_known_kind_is_refused_without_being_echoed(instanc
                                   "postgresql://<server>/<database>")
 
 
+def test_an_instance_folder_that_cannot_be_created_is_refused_at_start(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    folder = tmp_path / "a-file" / "instance"
+    monkeypatch.setenv("POTPIE_INSTANCE_PATH", str(folder))
+    with pytest.raises(ConfigError) as refused:
+        create_app({"RATELIMIT_ENABLED": False})
+    assert str(refused.value) == (f"the instance folder {folder} cannot be created (Not a "
+                                  "directory): POTPIE_INSTANCE_PATH names the folder to use")
+
+
 def test_a_rate_limit_storage_scheme_is_read_in_any_case(instance_path):
     app = create_app({"RATELIMIT_STORAGE_URI": "Memory://"})
     assert "potpie_limiter" in app.extensions

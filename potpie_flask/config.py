@@ -80,9 +80,30 @@ def database_url(config):
                           "postgresql://<server>/<database>")
 
 
+# The rate limiter's settings the service documents (README, "Rate limits"). Flask-Limiter
+# reads many more RATELIMIT_* keys, and POTPIE_* variables reach all of them.
+RATE_LIMIT_SETTINGS = ("RATELIMIT_ENABLED", "RATELIMIT_DEFAULT", "RATELIMIT_AUTH_FAILURES",
+                       "RATELIMIT_STORAGE_URI", "RATELIMIT_KEY_PREFIX",
+                       "RATELIMIT_STORAGE_TIMEOUT")
+
+
+def rate_limit_names(config):
+    """Refuse a RATELIMIT_* setting other than the documented ones, or ConfigError.
+
+    Read by Flask-Limiter, POTPIE_RATELIMIT_HEADERS_ENABLED=true sent X-RateLimit-* headers
+    with a timestamp for a reset, against what README documents, and a misspelt setting
+    (POTPIE_RATELIMIT_ENABLE=false) did nothing at all.
+    """
+    for name in sorted(config):
+        if name.startswith("RATELIMIT_") and name not in RATE_LIMIT_SETTINGS:
+            raise ConfigError(f"POTPIE_{name} is no setting of this service; its rate limits "
+                              f"read {', '.join('POTPIE_' + n for n in RATE_LIMIT_SETTINGS)}")
+
+
 def check(config):
     """Refuse at start a setting the service cannot use, naming it, rather than fail requests."""
     database_url(config)
+    rate_limit_names(config)
     if config.get("MAX_CONTENT_LENGTH") is not None:  # None: Flask's "no limit"
         whole_number(config, "MAX_CONTENT_LENGTH", 1)
     whole_number(config, "RETRY_AFTER_SECONDS", 0)

@@ -319,6 +319,20 @@ def test_an_instance_folder_that_cannot_be_created_is_refused_at_start(tmp_path,
                                   "directory): POTPIE_INSTANCE_PATH names the folder to use")
 
 
+@pytest.mark.parametrize("name", ["RATELIMIT_HEADERS_ENABLED", "RATELIMIT_ENABLE",
+                                  "RATELIMIT_APPLICATION"])
+def test_a_rate_limit_setting_the_service_does_not_document_is_refused(instance_path,
+                                                                      monkeypatch, name):
+    monkeypatch.setenv(f"POTPIE_{name}", "true")
+    with pytest.raises(ConfigError) as refused:
+        create_app()
+    assert str(refused.value) == (
+        f"POTPIE_{name} is no setting of this service; its rate limits read "
+        "POTPIE_RATELIMIT_ENABLED, POTPIE_RATELIMIT_DEFAULT, POTPIE_RATELIMIT_AUTH_FAILURES, "
+        "POTPIE_RATELIMIT_STORAGE_URI, POTPIE_RATELIMIT_KEY_PREFIX, "
+        "POTPIE_RATELIMIT_STORAGE_TIMEOUT")
+
+
 def test_a_rate_limit_storage_scheme_is_read_in_any_case(instance_path):
     app = create_app({"RATELIMIT_STORAGE_URI": "Memory://"})
     assert "potpie_limiter" in app.extensions

@@ -115,8 +115,8 @@ def _vault(app, create_key_file):
 def _serving():
     """Whether the app is built to answer requests: by a WSGI server, or `flask run`.
 
-    The other Flask commands build it too, and need no key: `db upgrade` and `keys` never
-    touch credentials, `flask shell` is for looking.
+    The other Flask commands build it too, and need no key: `db upgrade` creates the key
+    file, `keys` never touches credentials, `flask shell` is for looking.
     """
     command = click.get_current_context(silent=True)
     if command is None or not isinstance(command.find_root().command, FlaskGroup):
@@ -133,11 +133,13 @@ def _upgrade_embedded_database():
 def _require_encryption_keys(app):
     """Refuse to serve without an encryption key: workers must never invent their own.
 
-    Only PostgreSQL gets here keyless (SQLite's setup creates its key file), and there no
-    command creates one either: a host whose secret store forgot the keys would have saved
-    credentials that no other instance can read.
+    Only PostgreSQL gets here keyless (SQLite's setup creates its key file). The keys the
+    other instances use come first in the advice: a host whose secret store forgot them,
+    given a key of its own, would seal credentials that no other instance can open.
     """
     if app.extensions["potpie_vault"] is None:
         raise crypto.MissingKeyError(
-            "No encryption key: set POTPIE_ENCRYPTION_KEYS (comma-separated Fernet keys), "
-            "the same keys on every instance.")
+            "No encryption key: set POTPIE_ENCRYPTION_KEYS (comma-separated Fernet keys) to "
+            "the keys every other instance over this database uses; for the first instance, "
+            "`flask --app potpie_flask db upgrade` creates "
+            f"{os.path.join(app.instance_path, crypto.KEY_FILE_NAME)}.")

@@ -1,5 +1,6 @@
 """Flask CLI: `db upgrade`, `keys create|list|revoke`, `crypto rotate`, and the shell context."""
 import functools
+import os
 
 import click
 from cryptography.fernet import InvalidToken
@@ -7,7 +8,7 @@ from flask import current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 
-from . import migrations
+from . import crypto, migrations
 from .auth import create_key
 from .db import UNAVAILABLE_ERRORS, database
 from .fields import check_text, stripped
@@ -47,10 +48,28 @@ def needs_schema(command):
     return run
 
 
+def _ensure_key_file(instance_path):
+    """The instance's key file, created unless it exists; a key made here is said on stderr.
+
+    Only PostgreSQL's `db upgrade` gets to make one (SQLite's setup has made its own as the
+    app loaded), and over several instances a key of one host's own is the wrong one: what
+    that host seals, no other instance can open.
+    """
+    path = os.path.join(instance_path, crypto.KEY_FILE_NAME)
+    existed = os.path.exists(path)
+    crypto.ensure_key_file(instance_path)
+    if not existed:
+        click.echo(f"created {path}, a key of this host's own: every instance over this "
+                   "database needs the same keys (this file, or POTPIE_ENCRYPTION_KEYS)",
+                   err=True)
+
+
 @db_cli.command("upgrade")
 @needs_database
 def db_upgrade():
-    """Create or upgrade the schema (safe to run again)."""
+    """Create or upgrade the schema (safe to run again), and the key file if no key is set."""
+    if not current_app.config["ENCRYPTION_KEYS"]:
+        _ensure_key_file(current_app.instance_path)
     try:
         start, end = migrations.upgrade()
     except migrations.SchemaTooNew as exc:

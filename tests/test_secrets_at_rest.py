@@ -145,20 +145,32 @@ def test_postgresql_without_a_key_refuses_to_serve(pg_url, tmp_path, start):
     assert not (tmp_path / crypto.KEY_FILE_NAME).exists()
 
 
-def test_postgresql_db_upgrade_without_a_key_invents_none(pg_url, tmp_path):
-    # A host whose secret store forgot the keys must not start on a key of its own.
+def test_postgresql_db_upgrade_without_a_key_creates_the_key_file_and_says_so(pg_url, tmp_path):
+    # SPEC section 7; said, because over several instances a key of one host's own is wrong.
     env = _without_a_key(pg_url, tmp_path)
-    done = subprocess.run([sys.executable, "-m", "flask", "--app", "potpie_flask", "db", "upgrade"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert (done.returncode, done.stderr) == (0, "")
+    upgrade = [sys.executable, "-m", "flask", "--app", "potpie_flask", "db", "upgrade"]
+    done = subprocess.run(upgrade, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    path = tmp_path / crypto.KEY_FILE_NAME
+    assert (done.returncode, done.stderr) == (0, (
+        f"created {path}, a key of this host's own: every instance over this database needs "
+        "the same keys (this file, or POTPIE_ENCRYPTION_KEYS)\n"))
     assert done.stdout.startswith("schema at version ")
-    assert not (tmp_path / crypto.KEY_FILE_NAME).exists()
-    done = subprocess.run([sys.executable, "-c", "import wsgi"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    key = crypto.read_key_file(str(tmp_path))
+    Fernet(key[0])
+    done = subprocess.run(upgrade, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert crypto.read_key_file(str(tmp_path)) == key
+
+
+def test_postgresql_refusal_names_the_other_instances_keys_first(pg_url, tmp_path):
+    done = subprocess.run([sys.executable, "-c", "import wsgi"], cwd=ROOT,
+                          env=_without_a_key(pg_url, tmp_path), capture_output=True, text=True,
+                          timeout=60)
     assert done.returncode != 0
     assert done.stderr.splitlines()[-1].endswith(
-        "No encryption key: set POTPIE_ENCRYPTION_KEYS (comma-separated Fernet keys), "
-        "the same keys on every instance.")
+        "No encryption key: set POTPIE_ENCRYPTION_KEYS (comma-separated Fernet keys) to the "
+        "keys every other instance over this database uses; for the first instance, "
+        f"`flask --app potpie_flask db upgrade` creates {tmp_path / crypto.KEY_FILE_NAME}.")
 
 
 def test_postgresql_reads_a_key_file_an_earlier_release_created(pg_url, tmp_path):

@@ -16,6 +16,24 @@ log = logging.getLogger("potpie_flask")
 _SAVEPOINTS = ("SAVEPOINT", "RELEASE", "ROLLBACK")
 # psycopg2's placeholders, and its escaped percent sign.
 _PLACEHOLDER = re.compile(r"%[s%]")
+# How often a server checks, while one of this service's statements runs (waiting for a
+# lock, say), that the client is still there (PostgreSQL 14 and later).
+_CLIENT_CHECK_MS = 1000
+
+
+def _keepalives(seconds):
+    """libpq's TCP settings that give up on a server gone silent after about `seconds`.
+
+    The kernel's defaults probe an idle connection only after two hours: a request whose
+    server vanished (a network cut, a host gone, no reset) waited until gunicorn killed its
+    worker, and answered nothing. tcp_user_timeout (libpq 12 and later) also bounds data
+    sent and never acknowledged.
+    """
+    settings = {"keepalives": 1, "keepalives_idle": seconds, "keepalives_interval": 1,
+                "keepalives_count": 3}
+    if psycopg2.extensions.libpq_version() >= 120000:
+        settings["tcp_user_timeout"] = seconds * 1000
+    return settings
 
 
 class _Connection(psycopg2.extensions.connection):
@@ -66,6 +84,10 @@ class PooledPostgresql(PooledPostgresqlDatabase):
 
     def __init__(self, database, prepared_statements=True, lock_timeout_ms=0, **kwargs):
         kwargs.setdefault("connection_factory", _Connection)
+        if kwargs.get("connect_timeout"):
+            # As a connect is given up: a URL's own settings (its query) stay.
+            for name, value in _keepalives(int(kwargs["connect_timeout"])).items():
+                kwargs.setdefault(name, value)
         super().__init__(database, **kwargs)
         self._prepared_statements = prepared_statements
         self._lock_timeout_ms = lock_timeout_ms
@@ -123,17 +145,36 @@ class PooledPostgresql(PooledPostgresqlDatabase):
         return conn
 
     def _start_session(self, conn):
-        """Give a new connection's session the service's lock_timeout, unless it has one.
+        """Give a new connection's session what the service's writes rely on, in one round trip.
 
-        A lock_timeout from the role, the database, PGOPTIONS or the URL's options stays: only
+        - READ COMMITTED, whatever the database's default: under REPEATABLE READ, concurrent
+          saves of one identifier failed with serialization errors (503s) instead of all
+          finding the one row.
+        - The service's lock_timeout, and as long an idle_in_transaction_session_timeout: a
+          transaction whose client went silent before its COMMIT (a network cut) held its
+          row's lock until the server's keepalives noticed, two hours by default; every
+          writer of that row gave up after the lock timeout meanwhile.
+        - client_connection_check_interval: a write waiting for a lock whose client has gone
+          is cancelled rather than committed after the client was answered 503.
+
+        A timeout from the role, the database, PGOPTIONS or the URL's options stays: only
         PostgreSQL's default, none, is replaced. A SET rather than a startup option, which
         would replace PGOPTIONS whole (and which PgBouncer refuses).
         """
+        settings = {"default_transaction_isolation": ("read committed", False)}
         if self._lock_timeout_ms:
-            with conn.cursor() as cursor:
-                cursor.execute("SELECT set_config('lock_timeout', %s, false) "
-                               "WHERE current_setting('lock_timeout') = '0'",
-                               (f"{self._lock_timeout_ms}ms",))
+            timeout = f"{self._lock_timeout_ms}ms"
+            settings.update(lock_timeout=(timeout, True),
+                            idle_in_transaction_session_timeout=(timeout, True))
+        if conn.server_version >= 140000:
+            settings["client_connection_check_interval"] = (f"{_CLIENT_CHECK_MS}ms", True)
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT " + ", ".join(
+                f"set_config('{name}', CASE WHEN current_setting('{name}') = '0' "
+                f"THEN %s ELSE current_setting('{name}') END, false)" if unless_set
+                else f"set_config('{name}', %s, false)"
+                for name, (_, unless_set) in settings.items()),
+                [value for value, _ in settings.values()])
 
     def _close(self, conn, close_conn=False):
         self._state.unsent = None

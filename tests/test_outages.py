@@ -226,6 +226,102 @@ def test_each_new_connection_gets_the_lock_timeout_unless_it_has_one(
     assert lock_timeout_of_a_new_connection(app) == expected
 
 
+def session_settings_of_a_new_connection(app, *names):
+    with app.app_context(), database.connection_context():
+        return [database.execute_sql(f"SHOW {name}").fetchone()[0] for name in names]
+
+
+SESSION = ("default_transaction_isolation", "idle_in_transaction_session_timeout",
+           "client_connection_check_interval")
+
+
+@pytest.mark.parametrize("options,configured,expected", [
+    ("", 5000, ["read committed", "5s", "1s"]),
+    ("", 0, ["read committed", "0", "1s"]),
+    # What the deployment gave stays, but for the isolation level the writes rely on.
+    ("?options=-c%20default_transaction_isolation%3Drepeatable%5C%20read%20"
+     "-c%20idle_in_transaction_session_timeout%3D60000%20"
+     "-c%20client_connection_check_interval%3D250", 5000, ["read committed", "1min", "250ms"]),
+])
+def test_each_new_connection_gets_the_session_the_writes_rely_on(
+        db_settings, instance_path, monkeypatch, options, configured, expected):
+    monkeypatch.setenv("POTPIE_ENCRYPTION_KEYS", db_settings["POTPIE_ENCRYPTION_KEYS"])
+    app = create_app({"DATABASE_URL": db_settings["DATABASE_URL"] + options,
+                      "RATELIMIT_ENABLED": False, "DATABASE_LOCK_TIMEOUT_MS": configured})
+    assert session_settings_of_a_new_connection(app, *SESSION) == expected
+
+
+def test_concurrent_saves_of_one_identifier_under_repeatable_read_all_find_the_one_row(
+        db_settings, instance_path, monkeypatch, api_key):
+    # A database whose default isolation is REPEATABLE READ: its serialization errors
+    # answered saves that changed the row while another did 503.
+    monkeypatch.setenv("POTPIE_ENCRYPTION_KEYS", db_settings["POTPIE_ENCRYPTION_KEYS"])
+    options = "?options=-c%20default_transaction_isolation%3Drepeatable%5C%20read"
+    app = create_app({"DATABASE_URL": db_settings["DATABASE_URL"] + options,
+                      "RATELIMIT_ENABLED": False})
+    barrier = threading.Barrier(4)
+    statuses, ids = [], set()
+
+    def saves(n):
+        client = app.test_client()
+        barrier.wait(10)
+        for turn in range(25):
+            r = client.post(SAVE, json={"name": "Same", "integration_type": "jira",
+                                        "unique_identifier": "same",
+                                        "metadata": {"description": f"{n} {turn}"}},
+                            headers={"x-api-key": api_key})
+            statuses.append(r.status_code)
+            ids.add(r.get_json()["data"] and r.get_json()["data"]["integration_id"])
+    threads = [threading.Thread(target=saves, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert statuses == [200] * 100
+    assert len(ids) == 1
+
+
+def test_a_transaction_whose_client_went_silent_gives_its_row_lock_back(
+        short_lock_timeout, app, api):
+    # As a network cut before COMMIT would leave it: the session idle in its transaction.
+    iid = api.save(fresh_body()).get_json()["data"]["integration_id"]
+    watcher, _ = own_connection(app)
+    watcher.autocommit = True
+
+    def row_lock_is_free():
+        with watcher.cursor() as cursor:
+            try:
+                cursor.execute("SELECT id FROM integration WHERE id = %s FOR UPDATE NOWAIT",
+                               (iid,))
+            except psycopg2.errors.LockNotAvailable:
+                return False
+            return True
+    try:
+        with app.app_context(), database.connection_context():
+            database.begin()
+            database.execute_sql("SELECT id FROM integration WHERE id = %s FOR UPDATE", (iid,))
+            assert not row_lock_is_free()
+            wait_until(row_lock_is_free, 10, "the server to end the idle transaction")
+            with pytest.raises((peewee.OperationalError, peewee.InterfaceError)):
+                database.execute_sql("SELECT 1")
+    finally:
+        watcher.close()
+    r = api.patch(f"/api/v2/integrations/{iid}", json={"status": "error"})
+    assert (r.status_code, r.get_json()["data"]["status"]) == (200, "error")
+
+
+def test_a_connection_gives_up_on_a_silent_server_as_on_a_connect(
+        db_settings, instance_path, monkeypatch):
+    monkeypatch.setenv("POTPIE_ENCRYPTION_KEYS", db_settings["POTPIE_ENCRYPTION_KEYS"])
+    for query, idle in (("", "7"), ("?keepalives_idle=60", "60")):
+        app = create_app({"DATABASE_URL": db_settings["DATABASE_URL"] + query,
+                          "RATELIMIT_ENABLED": False, "DATABASE_CONNECT_TIMEOUT": 7})
+        with app.app_context(), database.connection_context():
+            dsn = database.connection().get_dsn_parameters()
+        assert (dsn["keepalives"], dsn["keepalives_idle"], dsn["keepalives_interval"],
+                dsn["keepalives_count"], dsn["tcp_user_timeout"]) == ("1", idle, "1", "3", "7000")
+
+
 def test_a_server_that_refuses_writes_answers_503_and_reads_go_on(app, api):
     """A standby after a failover: its writes fail with ReadOnlySqlTransaction."""
     saved = fresh_body()

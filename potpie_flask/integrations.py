@@ -5,6 +5,7 @@ credential vault and a request id, and get model rows (or, for what a route only
 represents, the rows' column values) or domain errors back.
 """
 import datetime as dt
+import functools
 import re
 import typing
 import uuid
@@ -13,8 +14,9 @@ import orjson
 import peewee
 
 from .change_statement import COLUMNS_OF, audit_insert_from, change_statement
-from .db import atomic, supports_row_locks, supports_writing_ctes
+from .db import atomic, database, supports_row_locks, supports_writing_ctes
 from .models import AuditEvent, Integration, metadata_of, scope_data_of, utcnow
+from .postgresql import rolled_back_by_the_server
 from .statements import (Statement, commit_together, insert, instance_of, slot, update_columns,
                          values_of, write)
 
@@ -22,6 +24,8 @@ SECRET_FIELDS = ("access_token", "refresh_token", "code")
 REDACTED = "[redacted]"
 # A save races another one for the same identifier at most this often before it sees the winner.
 _SAVE_ATTEMPTS = 3
+# A write PostgreSQL rolled back to end a deadlock runs at most this often in all.
+_ROLLED_BACK_ATTEMPTS = 3
 _ONE_MICROSECOND = dt.timedelta(microseconds=1)
 # Peewee's name for the unique index on (owner, name_key) (models.Integration.Meta).
 _NAME_INDEX = "integration_owner_name_key"
@@ -95,6 +99,26 @@ def _found(row):
 
 def _owned(statement, owner, integration_id):
     return _found(statement.first(Integration, owner=owner, id=_known_id(integration_id)))
+
+
+def _again_when_rolled_back(write):
+    """Run a write once more when PostgreSQL rolled it back to end a deadlock, up to a bound.
+
+    Nothing of it stands then, and run again it finds what the other transaction did (a
+    name now taken: 409): a 503 "Database unavailable" would blame a healthy database.
+    Inside a caller's transaction (flask shell) the whole of that is rolled back: not here.
+    """
+    @functools.wraps(write)
+    def run(*args, **kwargs):
+        for attempt in range(_ROLLED_BACK_ATTEMPTS):
+            try:
+                return write(*args, **kwargs)
+            except peewee.OperationalError as exc:
+                if (not rolled_back_by_the_server(exc) or attempt == _ROLLED_BACK_ATTEMPTS - 1
+                        or database.in_transaction()):
+                    raise
+        raise AssertionError("unreachable")
+    return run
 
 
 def get(owner, integration_id):
@@ -190,6 +214,7 @@ def audit_trail(owner, integration_id, limit, offset):
     return page, count
 
 
+@_again_when_rolled_back
 def save(owner, fields, vault, request_id=None):
     """Create an integration, or update the owner's one with the same unique_identifier."""
     for attempt in range(_SAVE_ATTEMPTS):
@@ -300,6 +325,7 @@ def _insertion(row, changes, request_id):
             _INSERT_AUDIT.bind(_audit_values(row, "create", changes, row.created_at, request_id)))
 
 
+@_again_when_rolled_back
 def update(owner, integration_id, fields, vault, request_id=None):
     """Change some fields of the owner's integration (PATCH/PUT)."""
     try:
@@ -429,6 +455,7 @@ def _changed_groups_statement(row, before, built, build):
     return statement
 
 
+@_again_when_rolled_back
 def delete(owner, integration_id, request_id=None):
     """Delete the owner's integration and its credentials; the audit trail stays."""
     with atomic():

@@ -280,6 +280,15 @@ def _is_select(sql):
     return sql.lstrip()[:6].upper() == "SELECT"
 
 
+def rolled_back_by_the_server(exc):
+    """True when a Peewee error is PostgreSQL rolling the transaction back to end a conflict.
+
+    A deadlock (two renames crossing each other's names in the unique index) or a
+    serialization failure: nothing of the transaction stands, and it may run again.
+    """
+    return isinstance(getattr(exc, "orig", None), psycopg2.errors.TransactionRollbackError)
+
+
 def refused_writes(exc):
     """True when a Peewee error is the server refusing writes: a standby, as after a failover."""
     return isinstance(getattr(exc, "orig", None), psycopg2.errors.ReadOnlySqlTransaction)

@@ -322,6 +322,48 @@ def test_a_connection_gives_up_on_a_silent_server_as_on_a_connect(
                 dsn["keepalives_count"], dsn["tcp_user_timeout"]) == ("1", idle, "1", "3", "7000")
 
 
+def test_a_write_the_server_rolls_back_to_end_a_deadlock_is_run_again(app, api):
+    # Two renames crossing each other's names deadlock in the name index; PostgreSQL rolls
+    # one back after deadlock_timeout. That one is run again, not answered 503.
+    a = api.save({"name": "X", "integration_type": "jira"}).get_json()["data"]
+    b = api.save({"name": "Y", "integration_type": "jira"}).get_json()["data"]
+    other, _ = own_connection(app)
+    watcher, _ = own_connection(app)
+    watcher.autocommit = True
+    try:
+        cursor = other.cursor()
+        # The service's write is the one to detect the deadlock, and be rolled back.
+        cursor.execute("SET LOCAL deadlock_timeout = '30s'")
+        cursor.execute("SELECT pg_backend_pid()")
+        others_pid = cursor.fetchone()[0]
+        cursor.execute("UPDATE integration SET name = 'Z', name_key = 'z' WHERE id = %s",
+                       (a["integration_id"],))
+        answers = []
+        renaming = threading.Thread(target=lambda: answers.append(api.patch(
+            f"/api/v2/integrations/{b['integration_id']}", json={"name": "X"})))
+        renaming.start()
+
+        def service_waits_for_other():
+            with watcher.cursor() as look:
+                look.execute("SELECT count(*) FROM pg_stat_activity "
+                             "WHERE %s = ANY(pg_blocking_pids(pid))", (others_pid,))
+                return look.fetchone()[0] == 1
+        wait_until(service_waits_for_other, 10, "the rename to wait for the other transaction")
+        cursor.execute("UPDATE integration SET status = 'error' WHERE id = %s",
+                       (b["integration_id"],))
+        other.commit()
+        renaming.join(20)
+    finally:
+        other.close()
+        watcher.close()
+    r = answers[0]
+    assert (r.status_code, r.get_json()["data"]["name"], r.get_json()["data"]["status"]) == (
+        200, "X", "error")
+    trail = api.get(f"/api/v2/integrations/{b['integration_id']}/audit").get_json()["data"]
+    assert [e["action"] for e in trail] == ["update", "create"]
+    assert trail[0]["changes"] == {"name": {"old": "Y", "new": "X"}}
+
+
 def test_a_server_that_refuses_writes_answers_503_and_reads_go_on(app, api):
     """A standby after a failover: its writes fail with ReadOnlySqlTransaction."""
     saved = fresh_body()

@@ -179,7 +179,8 @@ def test_sqlite_a_change_that_changes_nothing_needs_no_write_lock(short_busy_tim
         same = run_bounded(
             lambda: api.patch(one(saved["integration_id"]), json={"status": "active"}))
         assert same.status_code == 200 and same.get_json()["data"] == saved
-        changed = api.patch(one(saved["integration_id"]), json={"status": "error"})
+        changed = run_bounded(
+            lambda: api.patch(one(saved["integration_id"]), json={"status": "error"}))
         assert changed.status_code == 503
 
 

@@ -408,7 +408,7 @@ def test_sqlite_writer_holding_the_lock_past_the_busy_timeout_gives_503(
     try:
         holder.execute("BEGIN IMMEDIATE")
         started = time.monotonic()
-        r = api.save(body(2))
+        r = run_bounded(lambda: api.save(body(2)))
         assert_unavailable(r.status_code, r.get_json(), r.headers)
         assert time.monotonic() - started < 5
         assert api.get("/api/v2/integrations").status_code == 200  # readers go on (WAL)

@@ -131,7 +131,7 @@ def test_a_save_that_changes_nothing_needs_no_write_lock(short_busy_timeout, app
         assert again.status_code == 200 and again.get_json()["data"] == first
         if backend == "sqlite":
             # ...while a save that changes something still queues for the lock (503 here).
-            changed = api.save({**body, "status": "error"})
+            changed = run_bounded(lambda: api.save({**body, "status": "error"}))
             assert changed.status_code == 503
     assert api.save({**body, "status": "error"}).get_json()["data"]["status"] == "error"
     with app.app_context():

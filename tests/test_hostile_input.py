@@ -193,6 +193,23 @@ def send_unframed_chunked(server, key, body):
     return status, ctype, raw
 
 
+# What SPEC sections 3 and 4 give each refusal of the corpus (a 422's problems vary).
+REFUSALS = {
+    404: {"success": False, "data": None, "error": "Integration not found"},
+    405: {"detail": "Method Not Allowed"},
+    413: {"detail": "Request body too large"},
+    415: {"detail": "Content-Type must be application/json"},
+}
+
+
+def refused_as_documented(status, answer):
+    if status == 422:
+        return (list(answer) == ["detail"] and len(answer["detail"]) >= 1
+                and all(list(problem)[:3] == ["loc", "msg", "type"] and problem["loc"]
+                        and problem["msg"] for problem in answer["detail"]))
+    return answer == REFUSALS.get(status)
+
+
 def test_corpus_gets_only_4xx_json_from_the_same_healthy_server(
         api_key, instance_path, db_settings, tmp_path):
     log_path = tmp_path / "gunicorn.log"
@@ -205,11 +222,12 @@ def test_corpus_gets_only_4xx_json_from_the_same_healthy_server(
             count += 1
             # Each is refused for what it is; a bare 400 would mean the request was not
             # understood at all.
-            if not (status == expected
-                    and ctype == "application/json; charset=utf-8" and json.loads(raw)):
+            if not (status == expected and ctype == "application/json; charset=utf-8"
+                    and refused_as_documented(status, json.loads(raw))):
                 wrong.append((label, expected, status, ctype, raw[:200]))
         status, ctype, raw = send_chunked(server, api_key, b" " * (64 * 1024 + 1))
-        if not (status == 413 and ctype == "application/json; charset=utf-8"):
+        if not (status == 413 and ctype == "application/json; charset=utf-8"
+                and json.loads(raw) == REFUSALS[413]):
             wrong.append(("chunked 64 KiB + 1", status, ctype, raw[:200]))
         unframed = json.dumps({**VALID, "auth_data": {"access_token": UNFRAMED_TOKEN}}).encode()
         status, ctype, raw = send_unframed_chunked(server, api_key, unframed)

@@ -93,8 +93,10 @@ def test_sigkill_of_the_whole_server_loses_nothing_acknowledged(
         os.killpg(server.proc.pid, signal.SIGKILL)  # master and workers at once
         server.proc.wait(10)
     finally:
-        load.stop()
-        server.stop()
+        try:
+            load.stop()
+        finally:
+            server.stop()  # even when a load thread did not stop: no gunicorn left behind
     assert not load.failed, load.failed[:3]
     assert_stored_exactly(app, load)
     with Gunicorn(env, workers=2) as restarted:

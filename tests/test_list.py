@@ -184,3 +184,19 @@ def test_list_needs_a_key(client):
     assert r.status_code == 401
     assert r.headers["WWW-Authenticate"] == "ApiKey"
     assert r.get_json() == {"detail": "API key is required"}
+
+
+def test_a_stored_row_no_representation_can_read_answers_500_with_each_routes_verb(api, app):
+    # Tags are written only as JSON lists: text edited by hand, say, is what nobody expects.
+    saved = create(api, name="Damaged", integration_type="jira")
+    with app.app_context():
+        Integration.update(tags="not json").where(
+            Integration.id == saved["integration_id"]).execute()
+    one = f"/api/v2/integrations/{saved['integration_id']}"
+    for path, verb in ((LIST, "list"), (one, "read"), (one + "/template", "read")):
+        r = api.get(path)
+        assert (r.status_code, r.get_json()) == (500, {
+            "success": False, "data": None,
+            "error": f"Failed to {verb} integration: Internal server error"}), path
+    # The audit trail reads no tags: it is still there to show what happened.
+    assert api.get(one + "/audit").status_code == 200

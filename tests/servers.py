@@ -1,4 +1,5 @@
 """Real gunicorn servers on loopback ports for tests, always stopped within a bound."""
+import http.client
 import json
 import os
 import signal
@@ -109,3 +110,23 @@ class Gunicorn:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class HeldRequest:
+    """A request whose last header line is withheld: the sync worker that accepted it waits
+    for it, so every other request meanwhile is answered by the other worker."""
+
+    def __init__(self, server, path, key):
+        self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=15)
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nx-api-key: {key}\r\n".encode())
+
+    def finish(self):
+        """Send the rest; returns (status, headers) of the answer."""
+        try:
+            self.sock.sendall(b"Connection: close\r\n\r\n")
+            reader = self.sock.makefile("rb")
+            status = int(reader.readline().split()[1])
+            headers = http.client.parse_headers(reader)
+            return status, headers
+        finally:
+            self.sock.close()

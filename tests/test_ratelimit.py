@@ -23,7 +23,7 @@ from potpie_flask.auth import create_key, hash_key
 
 from .faults import SAVE
 from .helpers import LIST
-from .servers import Gunicorn, flask_cli, free_port, server_env
+from .servers import Gunicorn, HeldRequest, flask_cli, free_port, server_env
 
 REDIS_URL_ENV = "POTPIE_TEST_REDIS_URL"
 UNKNOWN_ID = "/api/v2/integrations/" + str(uuid.UUID(int=1, version=4))
@@ -319,26 +319,6 @@ def call(server, path, key=None, source="127.0.0.1"):
         return resp.status, (json.loads(raw) if raw else None), resp.headers
     finally:
         conn.close()
-
-
-class HeldRequest:
-    """A request whose last header line is withheld: the sync worker that accepted it waits
-    for it, so every other request meanwhile is answered by the other worker."""
-
-    def __init__(self, server, path, key):
-        self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=15)
-        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nx-api-key: {key}\r\n".encode())
-
-    def finish(self):
-        """Send the rest; returns (status, headers) of the answer."""
-        try:
-            self.sock.sendall(b"Connection: close\r\n\r\n")
-            reader = self.sock.makefile("rb")
-            status = int(reader.readline().split()[1])
-            headers = http.client.parse_headers(reader)
-            return status, headers
-        finally:
-            self.sock.close()
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from flask import g, has_request_context, request
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 # The secret part of an API key (SPEC section 2), in either case, with or without its sk-.
-_KEY_MATERIAL = re.compile(r"[0-9a-fA-F]{64}")
+_KEY_MATERIAL = re.compile(r"(?:sk-)?[0-9a-fA-F]{64}")
 _REQUEST_FIELDS = ("method", "path", "status", "duration_ms", "user_id")
 
 log = logging.getLogger("potpie_flask")

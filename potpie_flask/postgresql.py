@@ -16,9 +16,8 @@ log = logging.getLogger("potpie_flask")
 _SAVEPOINTS = ("SAVEPOINT", "RELEASE", "ROLLBACK")
 # psycopg2's placeholders, and its escaped percent sign.
 _PLACEHOLDER = re.compile(r"%[s%]")
-# How often a server checks, while one of this service's statements runs (waiting for a
-# lock, say), that the client is still there (PostgreSQL 14 and later).
-_CLIENT_CHECK_MS = 1000
+# libpq takes tcp_user_timeout as a C int of milliseconds.
+_LONGEST_TCP_USER_TIMEOUT_MS = 2**31 - 1
 
 
 def _keepalives(seconds):
@@ -32,7 +31,7 @@ def _keepalives(seconds):
     settings = {"keepalives": 1, "keepalives_idle": seconds, "keepalives_interval": 1,
                 "keepalives_count": 3}
     if psycopg2.extensions.libpq_version() >= 120000:
-        settings["tcp_user_timeout"] = seconds * 1000
+        settings["tcp_user_timeout"] = min(seconds * 1000, _LONGEST_TCP_USER_TIMEOUT_MS)
     return settings
 
 
@@ -154,27 +153,21 @@ class PooledPostgresql(PooledPostgresqlDatabase):
           transaction whose client went silent before its COMMIT (a network cut) held its
           row's lock until the server's keepalives noticed, two hours by default; every
           writer of that row gave up after the lock timeout meanwhile.
-        - client_connection_check_interval: a write waiting for a lock whose client has gone
-          is cancelled rather than committed after the client was answered 503.
 
-        A timeout from the role, the database, PGOPTIONS or the URL's options stays: only
-        PostgreSQL's default, none, is replaced. A SET rather than a startup option, which
-        would replace PGOPTIONS whole (and which PgBouncer refuses).
+        A timeout the deployment set anywhere (the server's configuration, the role, the
+        database, PGOPTIONS, the URL's options), 0 included, stays: only PostgreSQL's built-in
+        default is replaced. A SET rather than a startup option, which would replace
+        PGOPTIONS whole (and which PgBouncer refuses).
         """
-        settings = {"default_transaction_isolation": ("read committed", False)}
+        sql = "SELECT set_config('default_transaction_isolation', 'read committed', false)"
+        params = []
         if self._lock_timeout_ms:
-            timeout = f"{self._lock_timeout_ms}ms"
-            settings.update(lock_timeout=(timeout, True),
-                            idle_in_transaction_session_timeout=(timeout, True))
-        if conn.server_version >= 140000:
-            settings["client_connection_check_interval"] = (f"{_CLIENT_CHECK_MS}ms", True)
+            sql += (", (SELECT count(set_config(name, %s, false)) FROM pg_settings "
+                    "WHERE name IN ('lock_timeout', 'idle_in_transaction_session_timeout') "
+                    "AND source = 'default')")
+            params.append(f"{self._lock_timeout_ms}ms")
         with conn.cursor() as cursor:
-            cursor.execute("SELECT " + ", ".join(
-                f"set_config('{name}', CASE WHEN current_setting('{name}') = '0' "
-                f"THEN %s ELSE current_setting('{name}') END, false)" if unless_set
-                else f"set_config('{name}', %s, false)"
-                for name, (_, unless_set) in settings.items()),
-                [value for value, _ in settings.values()])
+            cursor.execute(sql, params)
 
     def _close(self, conn, close_conn=False):
         self._state.unsent = None

@@ -55,7 +55,8 @@ def test_a_run_with_credentials_and_a_bad_key_logs_no_secret(
                 method, path, headers={"X-Request-ID": rid}, **kwargs)
             assert headers["X-Request-ID"] == rid
             # A key pasted into a URL is logged redacted.
-            logged_path = path.split("?")[0].replace(api_key[3:], "[redacted]")
+            logged_path = path.split("?")[0].replace(api_key, "[redacted]").replace(
+                api_key[3:], "[redacted]")
             sent.append((rid, method, logged_path, status))
             return status, answer
 
@@ -73,6 +74,7 @@ def test_a_run_with_credentials_and_a_bad_key_logs_no_secret(
         assert call("POST", SAVE, body={**body, "name": 1}, key=api_key)[0] == 422
         assert call("GET", "/healthz")[0] == 200
         assert call("GET", f"/api/v2/integrations/{api_key}", key=api_key)[0] == 404
+        assert call("GET", f"/api/v2/integrations/{api_key[3:]}/audit", key=api_key)[0] == 404
     log = log_path.read_text()
 
     for secret in (token, refresh, code, bad_key, api_key, marker):

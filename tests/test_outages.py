@@ -22,7 +22,7 @@ from playhouse import db_url
 
 from potpie_flask import create_app
 from potpie_flask.db import database
-from potpie_flask.postgresql import PooledPostgresql
+from potpie_flask.postgresql import PooledPostgresql, _keepalives
 
 from .conftest import _empty_postgresql
 from .faults import SAVE, pg_address, post_json, wait_until, workers
@@ -231,17 +231,18 @@ def session_settings_of_a_new_connection(app, *names):
         return [database.execute_sql(f"SHOW {name}").fetchone()[0] for name in names]
 
 
-SESSION = ("default_transaction_isolation", "idle_in_transaction_session_timeout",
-           "client_connection_check_interval")
+SESSION = ("default_transaction_isolation", "lock_timeout",
+           "idle_in_transaction_session_timeout")
 
 
 @pytest.mark.parametrize("options,configured,expected", [
-    ("", 5000, ["read committed", "5s", "1s"]),
-    ("", 0, ["read committed", "0", "1s"]),
-    # What the deployment gave stays, but for the isolation level the writes rely on.
+    ("", 5000, ["read committed", "5s", "5s"]),
+    ("", 0, ["read committed", "0", "0"]),
+    # What the deployment gave stays, 0 included, but for the isolation the writes rely on.
     ("?options=-c%20default_transaction_isolation%3Drepeatable%5C%20read%20"
-     "-c%20idle_in_transaction_session_timeout%3D60000%20"
-     "-c%20client_connection_check_interval%3D250", 5000, ["read committed", "1min", "250ms"]),
+     "-c%20idle_in_transaction_session_timeout%3D60000", 5000, ["read committed", "5s", "1min"]),
+    ("?options=-c%20lock_timeout%3D0%20-c%20idle_in_transaction_session_timeout%3D0", 5000,
+     ["read committed", "0", "0"]),
 ])
 def test_each_new_connection_gets_the_session_the_writes_rely_on(
         db_settings, instance_path, monkeypatch, options, configured, expected):
@@ -362,6 +363,10 @@ def test_a_write_the_server_rolls_back_to_end_a_deadlock_is_run_again(app, api):
     trail = api.get(f"/api/v2/integrations/{b['integration_id']}/audit").get_json()["data"]
     assert [e["action"] for e in trail] == ["update", "create"]
     assert trail[0]["changes"] == {"name": {"old": "Y", "new": "X"}}
+
+
+def test_a_connect_timeout_beyond_what_libpq_takes_in_ms_is_capped():
+    assert _keepalives(3_000_000)["tcp_user_timeout"] == 2**31 - 1
 
 
 def test_a_server_that_refuses_writes_answers_503_and_reads_go_on(app, api):
@@ -522,14 +527,15 @@ def test_sqlite_writer_with_no_busy_timeout_answers_503_at_once(no_busy_timeout,
 
 def test_a_connection_whose_session_setup_fails_gives_its_pool_slot_back(pg_url):
     name = f"potpie-setup-{uuid.uuid4().hex[:8]}"
-    # A lock_timeout PostgreSQL refuses (config.check bounds the setting): the SET fails on
-    # a connection the pool has already counted as in use, as a server going away would.
-    # options: PostgreSQL's default, none, whatever the role or PGOPTIONS give, so the SET runs.
+    # A timeout PostgreSQL refuses (config.check bounds the setting): the SET fails on a
+    # connection the pool has already counted as in use, as a server going away would.
+    # options (which PGOPTIONS cannot add to) leave idle_in_transaction_session_timeout at
+    # PostgreSQL's default, so that its SET runs.
     pool = PooledPostgresql(**db_url.parse(pg_url), max_connections=1, timeout=1,
                             lock_timeout_ms=2**40, application_name=name,
                             options="-c lock_timeout=0")
     for _ in range(2):  # the second finds the slot free, not "Exceeded maximum connections"
-        with pytest.raises(peewee.DataError, match="lock_timeout"):
+        with pytest.raises(peewee.DataError, match="idle_in_transaction_session_timeout"):
             pool.connect()
     watcher = psycopg2.connect(pg_url)
     watcher.autocommit = True

@@ -1,4 +1,5 @@
 """Real gunicorn servers on loopback ports for tests, always stopped within a bound."""
+import ctypes
 import http.client
 import json
 import os
@@ -14,6 +15,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30
 STOP_TIMEOUT = 30
+
+
+def stop_with_the_test_run():
+    """In a child, before it runs: SIGTERM once the process that started it is gone (Linux).
+
+    pytest-timeout ends a hung run with os._exit, which runs no teardown: a server in a
+    session of its own would outlive the run, still listening on its port.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port():
@@ -57,7 +68,8 @@ class Gunicorn:
         self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", app, "-c", "gunicorn.conf.py"],
-            cwd=root, env=env, stdout=self._log, stderr=self._log, start_new_session=True)
+            cwd=root, env=env, stdout=self._log, stderr=self._log, start_new_session=True,
+            preexec_fn=stop_with_the_test_run)
         try:
             self._wait_ready()
         except BaseException:

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -23,7 +22,8 @@ from potpie_flask.auth import create_key, hash_key
 
 from .faults import SAVE
 from .helpers import LIST
-from .servers import Gunicorn, HeldRequest, flask_cli, free_port, server_env
+from .servers import (Gunicorn, HeldRequest, flask_cli, free_port, server_env,
+                      stop_with_the_test_run)
 
 REDIS_URL_ENV = "POTPIE_TEST_REDIS_URL"
 UNKNOWN_ID = "/api/v2/integrations/" + str(uuid.UUID(int=1, version=4))
@@ -406,7 +406,7 @@ def throwaway_redis(tmp_path):
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=stop_with_the_test_run)
     import redis
     client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
     deadline = time.monotonic() + 10

@@ -55,10 +55,8 @@ def _ensure_key_file(instance_path):
     app loaded), and over several instances a key of one host's own is the wrong one: what
     that host seals, no other instance can open.
     """
-    path = os.path.join(instance_path, crypto.KEY_FILE_NAME)
-    existed = os.path.exists(path)
-    crypto.ensure_key_file(instance_path)
-    if not existed:
+    if crypto.create_key_file(instance_path):
+        path = os.path.join(instance_path, crypto.KEY_FILE_NAME)
         click.echo(f"created {path}, a key of this host's own: every instance over this "
                    "database needs the same keys (this file, or POTPIE_ENCRYPTION_KEYS)",
                    err=True)

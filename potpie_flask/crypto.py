@@ -58,7 +58,13 @@ def read_key_file(instance_path):
 
 
 def ensure_key_file(instance_path):
-    """Create the instance key file (mode 0600) unless it exists; returns its keys.
+    """Create the instance key file (mode 0600) unless it exists; returns its keys."""
+    create_key_file(instance_path)
+    return read_key_file(instance_path)
+
+
+def create_key_file(instance_path):
+    """Create the instance key file (mode 0600) unless it exists; True when this call made it.
 
     The key is written to a private temporary file that is then hard-linked into
     place: link() fails when the name exists, so concurrent starts agree on the
@@ -75,7 +81,7 @@ def ensure_key_file(instance_path):
         try:
             os.link(tmp, target)
         except FileExistsError:
-            pass
+            return False
     finally:
         os.unlink(tmp)
-    return read_key_file(instance_path)
+    return True

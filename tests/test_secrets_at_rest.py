@@ -119,6 +119,26 @@ def test_concurrent_starts_agree_on_one_key(tmp_path):
     assert crypto.read_key_file(str(tmp_path)) == keys[0]
 
 
+def _create_with_the_others(barrier, path, results):
+    barrier.wait(30)
+    results.put(crypto.create_key_file(path))
+
+
+def test_of_concurrent_creations_one_alone_says_it_made_the_key(tmp_path):
+    # What db upgrade's notice relies on: one "created" line, however many raced.
+    processes = multiprocessing.get_context("fork")
+    barrier, results = processes.Barrier(8), processes.Queue()
+    starts = [processes.Process(target=_create_with_the_others,
+                                args=(barrier, str(tmp_path), results)) for _ in range(8)]
+    for start in starts:
+        start.start()
+    made = [results.get(timeout=60) for _ in starts]
+    for start in starts:
+        start.join(30)
+    assert sorted(made) == [False] * 7 + [True]
+    assert len(crypto.read_key_file(str(tmp_path))) == 1
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_default_sqlite_setup_creates_its_key_file_on_first_start(app, backend, instance_path):
     assert (instance_path / crypto.KEY_FILE_NAME).exists()

@@ -36,31 +36,39 @@ bind = "{}:{}".format(os.environ.get("HOST", "127.0.0.1"), 8000 if _port is None
 
 
 def _serves_postgresql():
-    """Whether the configuration names PostgreSQL, asked of a child process.
+    """Whether the configuration names PostgreSQL, asked of a child process that checks it first.
 
+    A setting the service refuses stops gunicorn here, with the service's one Error line:
+    refused in each worker instead, it gave a traceback per worker and gunicorn's own (173
+    lines for one mistyped POTPIE_LOG_LEVEL).
     Imported here, the app's modules would sit in the master, shared with every worker until
     it writes to their pages: a worker's RSS then grew by 10.6-12.7% over bench/run.py's
     run (at most 4.4% otherwise), its pages copied one by one.
     """
     answer = subprocess.run(
-        [sys.executable, "-c", "import potpie_flask; print(potpie_flask.serves_postgresql())"],
-        cwd=os.path.dirname(os.path.abspath(__file__)), stdout=subprocess.PIPE, text=True,
-        check=True)
+        [sys.executable, "-c", "import potpie_flask; potpie_flask.print_whether_postgresql()"],
+        cwd=os.path.dirname(os.path.abspath(__file__)), stdout=subprocess.PIPE, text=True)
+    if answer.returncode:
+        raise SystemExit(answer.returncode)  # its Error line is on standard error already
     return answer.stdout.strip() == "True"
 
 
+_postgresql = _serves_postgresql()
 workers = (_whole_number("WEB_CONCURRENCY", 1)
-           or (os.cpu_count() or 1) + (2 if _serves_postgresql() else 1))
+           or (os.cpu_count() or 1) + (2 if _postgresql else 1))
 worker_class = "sync"
 # No preload: the PostgreSQL pool and SQLite connections are not fork-safe, so every
 # worker imports the app and opens its own connections after the fork.
 preload_app = False
-timeout = _whole_number("GUNICORN_TIMEOUT", 1) or 30
+# 0: no limit, as gunicorn reads it.
+_timeout = _whole_number("GUNICORN_TIMEOUT", 0)
+timeout = 30 if _timeout is None else _timeout
 # On SIGTERM, workers finish the requests they hold for up to this many seconds.
 _graceful = _whole_number("GUNICORN_GRACEFUL_TIMEOUT", 0)
 graceful_timeout = 30 if _graceful is None else _graceful
 keepalive = 5
-# gunicorn 25.1+ opens a control socket at one path per user ($HOME/.gunicorn/gunicorn.ctl):
+# gunicorn 25.1+ opens a control socket at one path per user ($XDG_RUNTIME_DIR/gunicorn.ctl,
+# else $HOME/.gunicorn/gunicorn.ctl):
 # a second instance on the host took it over, and stopping either deleted it. The service
 # documents no use for it (gunicorn before 25.1 ignores the name).
 control_socket_disable = True

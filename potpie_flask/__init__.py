@@ -91,8 +91,18 @@ def configured_flask(test_config=None):
 
 
 def serves_postgresql():
-    """True when the configuration, as create_app reads it, names a PostgreSQL database."""
-    return db.is_postgresql(configured_flask().config["DATABASE_URL"])
+    """True when the configuration, as create_app reads and checks it, names PostgreSQL."""
+    app = configured_flask()
+    config.check(app.config)
+    return db.is_postgresql(app.config["DATABASE_URL"])
+
+
+def print_whether_postgresql():
+    """Print serves_postgresql() (for gunicorn.conf.py); a refused setting exits with its Error line."""
+    try:
+        print(serves_postgresql())
+    except config.ConfigError as exc:
+        raise SystemExit(f"Error: {exc}") from None
 
 
 def _vault(app, create_key_file):

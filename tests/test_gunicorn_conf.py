@@ -40,8 +40,8 @@ def test_web_concurrency_wins(no_settings, monkeypatch):
 
 
 @pytest.mark.parametrize("name,value,bounds", [
-    ("GUNICORN_TIMEOUT", "30s", "1 or more"),
-    ("GUNICORN_TIMEOUT", "0", "1 or more"),
+    ("GUNICORN_TIMEOUT", "30s", "0 or more"),
+    ("GUNICORN_TIMEOUT", "-1", "0 or more"),
     ("GUNICORN_GRACEFUL_TIMEOUT", "-1", "0 or more"),
     ("WEB_CONCURRENCY", "0", "1 or more"),
     ("WEB_CONCURRENCY", "abc", "1 or more"),
@@ -66,12 +66,23 @@ def test_numbers_and_their_defaults(no_settings, monkeypatch):
         "127.0.0.1:8000", 30, 30)
     assert settings["workers"] == os.cpu_count() + 1
     monkeypatch.setenv("PORT", " 8080 ")
-    monkeypatch.setenv("GUNICORN_TIMEOUT", "5")
+    monkeypatch.setenv("GUNICORN_TIMEOUT", "0")  # gunicorn's "no limit"
     monkeypatch.setenv("GUNICORN_GRACEFUL_TIMEOUT", "0")
     settings = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
     assert (settings["bind"], settings["timeout"], settings["graceful_timeout"]) == (
-        "127.0.0.1:8080", 5, 0)
+        "127.0.0.1:8080", 0, 0)
 
 
 def test_no_control_socket_that_instances_on_one_host_would_share(no_settings):
     assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["control_socket_disable"] is True
+
+
+def test_a_setting_the_service_refuses_stops_gunicorn_with_one_line(no_settings, monkeypatch,
+                                                                    capfd):
+    monkeypatch.setenv("POTPIE_LOG_LEVEL", "LOUD")
+    monkeypatch.setenv("WEB_CONCURRENCY", "2")  # checked all the same
+    with pytest.raises(SystemExit) as refused:
+        configured_workers()
+    assert refused.value.code == 1
+    assert capfd.readouterr().err == ("Error: POTPIE_LOG_LEVEL must be one of DEBUG, INFO, "
+                                      "WARNING, ERROR, CRITICAL, not 'LOUD'\n")

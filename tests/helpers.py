@@ -199,3 +199,11 @@ def statements_sent(monkeypatch):
 
     monkeypatch.setattr(database_class, "execute_sql", recorded)
     return sent
+
+
+def one_session_waits_for(watcher, pid):
+    """Whether exactly one PostgreSQL session waits for a lock the session `pid` holds."""
+    with watcher.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity "
+                       "WHERE %s = ANY(pg_blocking_pids(pid))", (pid,))
+        return cursor.fetchone()[0] == 1

@@ -10,7 +10,8 @@ from potpie_flask.models import AuditEvent, Integration
 from .faults import wait_until
 from .helpers import (FULL_BODY, NEVER_EXISTED, NOT_FOUND, another_writer_after,
                       assert_deactivated_over_the_newer_row, create, holding_the_write_lock_of,
-                      never_worked_out_twice, one, own_connection, problem, run_bounded)
+                      never_worked_out_twice, one, one_session_waits_for, own_connection,
+                      problem, run_bounded)
 
 CHANGE_METHODS = ["patch", "put"]
 
@@ -298,14 +299,8 @@ def changed_after_the_writer_it_waited_for(app, change, integration_id, sql, *pa
                 [holder_pid] = cur.fetchone()
             changing = threading.Thread(target=lambda: answers.append(change()), daemon=True)
             changing.start()
-
-            def change_waits():
-                with watcher.cursor() as cur:
-                    cur.execute("SELECT count(*) FROM pg_stat_activity "
-                                "WHERE %s = ANY(pg_blocking_pids(pid))", (holder_pid,))
-                    return cur.fetchone()[0] == 1
-
-            wait_until(change_waits, 10, "the change to wait for the row's lock")
+            wait_until(lambda: one_session_waits_for(watcher, holder_pid), 10,
+                       "the change to wait for the row's lock")
             with holder.cursor() as cur:
                 cur.execute(sql.replace("?", placeholder), params)
             holder.commit()

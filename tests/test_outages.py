@@ -26,7 +26,8 @@ from potpie_flask.postgresql import PooledPostgresql, _keepalives
 
 from .conftest import _empty_postgresql
 from .faults import SAVE, pg_address, post_json, wait_until, workers
-from .helpers import holding_the_write_lock_of, own_connection, run_bounded
+from .helpers import (holding_the_write_lock_of, one_session_waits_for, own_connection,
+                      run_bounded)
 from .proxy import TcpProxy
 from .servers import ROOT, Gunicorn, server_env
 
@@ -343,13 +344,8 @@ def test_a_write_the_server_rolls_back_to_end_a_deadlock_is_run_again(app, api):
         renaming = threading.Thread(target=lambda: answers.append(api.patch(
             f"/api/v2/integrations/{b['integration_id']}", json={"name": "X"})))
         renaming.start()
-
-        def service_waits_for_other():
-            with watcher.cursor() as look:
-                look.execute("SELECT count(*) FROM pg_stat_activity "
-                             "WHERE %s = ANY(pg_blocking_pids(pid))", (others_pid,))
-                return look.fetchone()[0] == 1
-        wait_until(service_waits_for_other, 10, "the rename to wait for the other transaction")
+        wait_until(lambda: one_session_waits_for(watcher, others_pid), 10,
+                   "the rename to wait for the other transaction")
         cursor.execute("UPDATE integration SET status = 'error' WHERE id = %s",
                        (b["integration_id"],))
         other.commit()

@@ -99,43 +99,35 @@ def _key_of(app):
         return create_key("owner")
 
 
-def _start_with_the_others(barrier, path, results):
+def _call_with_the_others(barrier, call, path, results):
     barrier.wait(30)
-    results.put(crypto.ensure_key_file(path))
+    results.put(call(path))
+
+
+def raced(call, path, processes=8):
+    """What `call(path)` returned in each of `processes` processes released together."""
+    # Released together, the processes race for the file rather than find it made.
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(processes), context.Queue()
+    starts = [context.Process(target=_call_with_the_others, args=(barrier, call, path, results))
+              for _ in range(processes)]
+    for start in starts:
+        start.start()
+    answers = [results.get(timeout=60) for _ in starts]
+    for start in starts:
+        start.join(30)
+    return answers
 
 
 def test_concurrent_starts_agree_on_one_key(tmp_path):
-    # Released together, the processes race for the file rather than find it made.
-    processes = multiprocessing.get_context("fork")
-    barrier, results = processes.Barrier(8), processes.Queue()
-    starts = [processes.Process(target=_start_with_the_others,
-                                args=(barrier, str(tmp_path), results)) for _ in range(8)]
-    for start in starts:
-        start.start()
-    keys = [results.get(timeout=60) for _ in starts]
-    for start in starts:
-        start.join(30)
+    keys = raced(crypto.ensure_key_file, str(tmp_path))
     assert all(k == keys[0] for k in keys) and len(keys[0]) == 1
     assert crypto.read_key_file(str(tmp_path)) == keys[0]
 
 
-def _create_with_the_others(barrier, path, results):
-    barrier.wait(30)
-    results.put(crypto.create_key_file(path))
-
-
 def test_of_concurrent_creations_one_alone_says_it_made_the_key(tmp_path):
     # What db upgrade's notice relies on: one "created" line, however many raced.
-    processes = multiprocessing.get_context("fork")
-    barrier, results = processes.Barrier(8), processes.Queue()
-    starts = [processes.Process(target=_create_with_the_others,
-                                args=(barrier, str(tmp_path), results)) for _ in range(8)]
-    for start in starts:
-        start.start()
-    made = [results.get(timeout=60) for _ in starts]
-    for start in starts:
-        start.join(30)
-    assert sorted(made) == [False] * 7 + [True]
+    assert sorted(raced(crypto.create_key_file, str(tmp_path))) == [False] * 7 + [True]
     assert len(crypto.read_key_file(str(tmp_path))) == 1
 
 

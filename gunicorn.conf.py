@@ -36,26 +36,21 @@ bind = "{}:{}".format(os.environ.get("HOST", "127.0.0.1"), 8000 if _port is None
 
 
 def _serves_postgresql():
-    """Whether the configuration names PostgreSQL, asked of a child process that checks it first.
+    """Whether the configuration names PostgreSQL, asked of a child process.
 
-    A setting the service refuses stops gunicorn here, with the service's one Error line:
-    refused in each worker instead, it gave a traceback per worker and gunicorn's own (173
-    lines for one mistyped POTPIE_LOG_LEVEL).
     Imported here, the app's modules would sit in the master, shared with every worker until
     it writes to their pages: a worker's RSS then grew by 10.6-12.7% over bench/run.py's
     run (at most 4.4% otherwise), its pages copied one by one.
     """
     answer = subprocess.run(
-        [sys.executable, "-c", "import potpie_flask; potpie_flask.print_whether_postgresql()"],
-        cwd=os.path.dirname(os.path.abspath(__file__)), stdout=subprocess.PIPE, text=True)
-    if answer.returncode:
-        raise SystemExit(answer.returncode)  # its Error line is on standard error already
+        [sys.executable, "-c", "import potpie_flask; print(potpie_flask.serves_postgresql())"],
+        cwd=os.path.dirname(os.path.abspath(__file__)), stdout=subprocess.PIPE, text=True,
+        check=True)
     return answer.stdout.strip() == "True"
 
 
-_postgresql = _serves_postgresql()
 workers = (_whole_number("WEB_CONCURRENCY", 1)
-           or (os.cpu_count() or 1) + (2 if _postgresql else 1))
+           or (os.cpu_count() or 1) + (2 if _serves_postgresql() else 1))
 worker_class = "sync"
 # No preload: the PostgreSQL pool and SQLite connections are not fork-safe, so every
 # worker imports the app and opens its own connections after the fork.

@@ -1,4 +1,11 @@
 """WSGI entry point: `gunicorn wsgi:app -c gunicorn.conf.py`."""
-from potpie_flask import create_app
+from gunicorn.errors import AppImportError
 
-app = create_app()
+from potpie_flask import START_REFUSALS, create_app
+
+try:
+    app = create_app()
+except START_REFUSALS as exc:
+    # gunicorn prints an AppImportError's message alone and stops. Any other exception was
+    # a traceback per worker and gunicorn's own (173 lines for one mistyped log level).
+    raise AppImportError(f"Error: {exc}") from None

@@ -9,11 +9,16 @@ from . import api, cli, config, crypto, db, docs, errors, logs, migrations, ops,
 from .json_provider import OrjsonProvider
 
 
+# What refuses a start: a setting, a key missing, a schema too new, the database unreachable.
+START_REFUSALS = (config.ConfigError, crypto.MissingKeyError, migrations.SchemaTooNew,
+                  *db.UNAVAILABLE_ERRORS)
+
+
 def create_app(test_config=None):
     """Build the application: package defaults < instance/config.py < POTPIE_* < test_config."""
     try:
         return _built_app(test_config)
-    except (config.ConfigError, migrations.SchemaTooNew, *db.UNAVAILABLE_ERRORS) as exc:
+    except START_REFUSALS as exc:
         if _serving():
             raise
         # A Flask command loads the app before it runs: one Error line, as its own failures
@@ -91,18 +96,8 @@ def configured_flask(test_config=None):
 
 
 def serves_postgresql():
-    """True when the configuration, as create_app reads and checks it, names PostgreSQL."""
-    app = configured_flask()
-    config.check(app.config)
-    return db.is_postgresql(app.config["DATABASE_URL"])
-
-
-def print_whether_postgresql():
-    """Print serves_postgresql() (for gunicorn.conf.py); a refused setting exits with its Error line."""
-    try:
-        print(serves_postgresql())
-    except config.ConfigError as exc:
-        raise SystemExit(f"Error: {exc}") from None
+    """True when the configuration, as create_app reads it, names a PostgreSQL database."""
+    return db.is_postgresql(configured_flask().config["DATABASE_URL"])
 
 
 def _vault(app, create_key_file):

@@ -1,10 +1,12 @@
 """gunicorn.conf.py's defaults: how many workers, by the database the service is configured for."""
 import os
 import runpy
+import subprocess
+import sys
 
 import pytest
 
-from .servers import ROOT
+from .servers import ROOT, free_port, stop_with_the_test_run
 
 
 def configured_workers():
@@ -77,12 +79,19 @@ def test_no_control_socket_that_instances_on_one_host_would_share(no_settings):
     assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["control_socket_disable"] is True
 
 
-def test_a_setting_the_service_refuses_stops_gunicorn_with_one_line(no_settings, monkeypatch,
-                                                                    capfd):
-    monkeypatch.setenv("POTPIE_LOG_LEVEL", "LOUD")
-    monkeypatch.setenv("WEB_CONCURRENCY", "2")  # checked all the same
-    with pytest.raises(SystemExit) as refused:
-        configured_workers()
-    assert refused.value.code == 1
-    assert capfd.readouterr().err == ("Error: POTPIE_LOG_LEVEL must be one of DEBUG, INFO, "
-                                      "WARNING, ERROR, CRITICAL, not 'LOUD'\n")
+@pytest.mark.slow
+@pytest.mark.parametrize("name,value,error", [
+    ("POTPIE_LOG_LEVEL", "LOUD",
+     "POTPIE_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, not 'LOUD'"),
+    ("POTPIE_RATELIMIT_DEFAULT", "lots", "POTPIE_RATELIMIT_DEFAULT: couldn't parse rate limit "
+                                         "string 'lots' in 'lots' (e.g. '600 per minute')"),
+])
+def test_a_setting_the_service_refuses_stops_gunicorn_with_its_error_line(
+        instance_path, name, value, error):
+    env = dict(os.environ, PORT=str(free_port()), WEB_CONCURRENCY="1", **{name: value})
+    done = subprocess.run([sys.executable, "-m", "gunicorn", "wsgi:app", "-c", "gunicorn.conf.py"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+                          preexec_fn=stop_with_the_test_run)
+    assert done.returncode == 4  # gunicorn's "App failed to load"
+    assert f"\nError: {error}\n" in done.stderr
+    assert "Traceback" not in done.stderr

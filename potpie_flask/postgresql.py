@@ -16,8 +16,10 @@ log = logging.getLogger("potpie_flask")
 _SAVEPOINTS = ("SAVEPOINT", "RELEASE", "ROLLBACK")
 # psycopg2's placeholders, and its escaped percent sign.
 _PLACEHOLDER = re.compile(r"%[s%]")
-# libpq takes tcp_user_timeout as a C int of milliseconds.
+# libpq takes tcp_user_timeout as a C int of milliseconds; Linux refuses a keepalive idle
+# time past 32767 seconds (setsockopt TCP_KEEPIDLE), failing the connection.
 _LONGEST_TCP_USER_TIMEOUT_MS = 2**31 - 1
+_LONGEST_KEEPALIVE_IDLE = 32767
 
 
 def _keepalives(seconds):
@@ -28,8 +30,8 @@ def _keepalives(seconds):
     worker, and answered nothing. tcp_user_timeout (libpq 12 and later) also bounds data
     sent and never acknowledged.
     """
-    settings = {"keepalives": 1, "keepalives_idle": seconds, "keepalives_interval": 1,
-                "keepalives_count": 3}
+    settings = {"keepalives": 1, "keepalives_idle": min(seconds, _LONGEST_KEEPALIVE_IDLE),
+                "keepalives_interval": 1, "keepalives_count": 3}
     if psycopg2.extensions.libpq_version() >= 120000:
         settings["tcp_user_timeout"] = min(seconds * 1000, _LONGEST_TCP_USER_TIMEOUT_MS)
     return settings

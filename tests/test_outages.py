@@ -22,7 +22,7 @@ from playhouse import db_url
 
 from potpie_flask import create_app
 from potpie_flask.db import database
-from potpie_flask.postgresql import PooledPostgresql, _keepalives
+from potpie_flask.postgresql import PooledPostgresql
 
 from .conftest import _empty_postgresql
 from .faults import SAVE, pg_address, post_json, wait_until, workers
@@ -361,8 +361,17 @@ def test_a_write_the_server_rolls_back_to_end_a_deadlock_is_run_again(app, api):
     assert trail[0]["changes"] == {"name": {"old": "Y", "new": "X"}}
 
 
-def test_a_connect_timeout_beyond_what_libpq_takes_in_ms_is_capped():
-    assert _keepalives(3_000_000)["tcp_user_timeout"] == 2**31 - 1
+def test_a_connect_timeout_beyond_what_tcp_takes_still_connects(
+        db_settings, instance_path, monkeypatch):
+    # As keepalive idle time, 40,000 s failed every connection (Linux takes 32,767 at most);
+    # as tcp_user_timeout, 3,000,000 s overflows libpq's C int of milliseconds.
+    monkeypatch.setenv("POTPIE_ENCRYPTION_KEYS", db_settings["POTPIE_ENCRYPTION_KEYS"])
+    app = create_app({"DATABASE_URL": db_settings["DATABASE_URL"], "RATELIMIT_ENABLED": False,
+                      "DATABASE_CONNECT_TIMEOUT": 3_000_000})
+    with app.app_context(), database.connection_context():
+        assert database.execute_sql("SELECT 1").fetchone() == (1,)
+        dsn = database.connection().get_dsn_parameters()
+    assert (dsn["keepalives_idle"], dsn["tcp_user_timeout"]) == ("32767", str(2**31 - 1))
 
 
 def test_a_server_that_refuses_writes_answers_503_and_reads_go_on(app, api):

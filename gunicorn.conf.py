@@ -44,8 +44,11 @@ def _serves_postgresql():
     """
     answer = subprocess.run(
         [sys.executable, "-c", "import potpie_flask; print(potpie_flask.serves_postgresql())"],
-        cwd=os.path.dirname(os.path.abspath(__file__)), stdout=subprocess.PIPE, text=True,
-        check=True)
+        cwd=os.path.dirname(os.path.abspath(__file__)), stdout=subprocess.PIPE, text=True)
+    if answer.returncode:
+        # Why (an instance/config.py that does not run, say) is on standard error already,
+        # in the child's words: not again under a CalledProcessError of this file's.
+        raise SystemExit(answer.returncode)
     return answer.stdout.strip() == "True"
 
 

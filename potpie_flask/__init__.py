@@ -23,9 +23,14 @@ def create_app(test_config=None):
             raise
         # A Flask command loads the app before it runs: one Error line, as its own failures
         # give, not a traceback.
-        if isinstance(exc, db.UNAVAILABLE_ERRORS):
-            raise cli.database_unavailable(exc) from None
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(refusal_line(exc)) from None
+
+
+def refusal_line(exc):
+    """What a start refused with `exc` (one of START_REFUSALS) says, in one line."""
+    if isinstance(exc, db.UNAVAILABLE_ERRORS):
+        return cli.database_unavailable(exc).message
+    return str(exc)
 
 
 def _built_app(test_config):

@@ -86,12 +86,29 @@ def test_no_control_socket_that_instances_on_one_host_would_share(no_settings):
     ("POTPIE_RATELIMIT_DEFAULT", "lots", "POTPIE_RATELIMIT_DEFAULT: couldn't parse rate limit "
                                          "string 'lots' in 'lots' (e.g. '600 per minute')"),
 ])
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_setting_the_service_refuses_stops_gunicorn_with_its_error_line(
-        instance_path, name, value, error):
-    env = dict(os.environ, PORT=str(free_port()), WEB_CONCURRENCY="1", **{name: value})
+        instance_path, name, value, error, workers):
+    env = dict(os.environ, PORT=str(free_port()), WEB_CONCURRENCY=str(workers), **{name: value})
     done = subprocess.run([sys.executable, "-m", "gunicorn", "wsgi:app", "-c", "gunicorn.conf.py"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
                           preexec_fn=stop_with_the_test_run)
-    assert done.returncode == 4  # gunicorn's "App failed to load"
     assert f"\nError: {error}\n" in done.stderr
-    assert "Traceback" not in done.stderr
+    # No traceback of the service's: gunicorn 27, halting for two failed workers at once,
+    # raises its HaltServer again and exits with 1 and a traceback of its own.
+    assert "potpie_flask" not in done.stderr and "wsgi.py" not in done.stderr
+    if workers == 1:
+        assert done.returncode == 4  # gunicorn's "App failed to load"
+        assert "Traceback" not in done.stderr
+    else:
+        assert done.returncode in (1, 4)
+
+
+def test_a_configuration_that_does_not_load_stops_gunicorn_with_the_childs_words(
+        no_settings, instance_path, capfd):
+    (instance_path / "config.py").write_text("DATABASE_URL = \n")
+    with pytest.raises(SystemExit) as stopped:
+        configured_workers()
+    assert stopped.value.code == 1
+    err = capfd.readouterr().err
+    assert "SyntaxError" in err and "CalledProcessError" not in err

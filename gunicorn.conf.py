@@ -66,9 +66,9 @@ _graceful = _whole_number("GUNICORN_GRACEFUL_TIMEOUT", 0)
 graceful_timeout = 30 if _graceful is None else _graceful
 keepalive = 5
 # gunicorn 25.1+ opens a control socket at one path per user ($XDG_RUNTIME_DIR/gunicorn.ctl,
-# else $HOME/.gunicorn/gunicorn.ctl):
-# a second instance on the host took it over, and stopping either deleted it. The service
-# documents no use for it (gunicorn before 25.1 ignores the name).
+# else $HOME/.gunicorn/gunicorn.ctl): a second instance on the host took it over, and
+# stopping either deleted it. The service documents no use for it (gunicorn before 25.1
+# ignores the name).
 control_socket_disable = True
 accesslog = None
 errorlog = "-"

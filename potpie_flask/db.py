@@ -29,15 +29,17 @@ def is_postgresql(url):
 def open_database(url, config):
     """The Peewee database of a URL that config.check passed: SQLite (WAL) or pooled PostgreSQL."""
     if is_postgresql(url):
-        return PooledPostgresql(
+        return PooledPostgresql(**{
+            "connect_timeout": config["DATABASE_CONNECT_TIMEOUT"],
+            # The URL's own libpq settings win (?connect_timeout=3 gave a TypeError, the
+            # keyword passed twice).
             **db_url.parse("postgresql://" + url.split("://", 1)[1]),
-            max_connections=config["DATABASE_MAX_CONNECTIONS"],
-            stale_timeout=config["DATABASE_STALE_TIMEOUT"],
-            timeout=config["DATABASE_POOL_TIMEOUT"],
-            connect_timeout=config["DATABASE_CONNECT_TIMEOUT"],
-            prepared_statements=config["DATABASE_PREPARED_STATEMENTS"],
-            lock_timeout_ms=config["DATABASE_LOCK_TIMEOUT_MS"],
-        )
+            "max_connections": config["DATABASE_MAX_CONNECTIONS"],
+            "stale_timeout": config["DATABASE_STALE_TIMEOUT"],
+            "timeout": config["DATABASE_POOL_TIMEOUT"],
+            "prepared_statements": config["DATABASE_PREPARED_STATEMENTS"],
+            "lock_timeout_ms": config["DATABASE_LOCK_TIMEOUT_MS"],
+        })
     busy_ms = config["SQLITE_BUSY_TIMEOUT_MS"]
     return QueuedWritersSqlite(
         db_url.parse(url)["database"],

@@ -374,6 +374,17 @@ def test_a_connect_timeout_beyond_what_tcp_takes_still_connects(
     assert (dsn["keepalives_idle"], dsn["tcp_user_timeout"]) == ("32767", str(2**31 - 1))
 
 
+def test_a_connect_timeout_in_the_url_wins(db_settings, instance_path, monkeypatch):
+    # Given in the URL and by the setting, it was one keyword twice: a TypeError at start.
+    monkeypatch.setenv("POTPIE_ENCRYPTION_KEYS", db_settings["POTPIE_ENCRYPTION_KEYS"])
+    app = create_app({"DATABASE_URL": db_settings["DATABASE_URL"] + "?connect_timeout=3",
+                      "RATELIMIT_ENABLED": False})
+    with app.app_context(), database.connection_context():
+        assert database.execute_sql("SELECT 1").fetchone() == (1,)
+        dsn = database.connection().get_dsn_parameters()
+    assert (dsn["connect_timeout"], dsn["keepalives_idle"]) == ("3", "3")
+
+
 def test_a_server_that_refuses_writes_answers_503_and_reads_go_on(app, api):
     """A standby after a failover: its writes fail with ReadOnlySqlTransaction."""
     saved = fresh_body()

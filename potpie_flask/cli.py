@@ -49,7 +49,7 @@ def needs_schema(command):
 
 
 def _ensure_key_file(instance_path):
-    """The instance's key file, created unless it exists; a key made here is said on stderr.
+    """Create the instance's key file unless it exists; say so on stderr when this call made it.
 
     Only PostgreSQL's `db upgrade` gets to make one (SQLite's setup has made its own as the
     app loaded), and over several instances a key of one host's own is the wrong one: what

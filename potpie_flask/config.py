@@ -88,7 +88,7 @@ RATE_LIMIT_SETTINGS = ("RATELIMIT_ENABLED", "RATELIMIT_DEFAULT", "RATELIMIT_AUTH
 
 
 def rate_limit_names(config):
-    """Refuse a RATELIMIT_* setting other than the documented ones, or ConfigError.
+    """ConfigError for a RATELIMIT_* setting other than the documented ones.
 
     Read by Flask-Limiter, POTPIE_RATELIMIT_HEADERS_ENABLED=true sent X-RateLimit-* headers
     with a timestamp for a reset, against what README documents, and a misspelt setting

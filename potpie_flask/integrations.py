@@ -110,14 +110,13 @@ def _again_when_rolled_back(write):
     """
     @functools.wraps(write)
     def run(*args, **kwargs):
-        for attempt in range(_ROLLED_BACK_ATTEMPTS):
+        for _ in range(_ROLLED_BACK_ATTEMPTS - 1):
             try:
                 return write(*args, **kwargs)
             except peewee.OperationalError as exc:
-                if (not rolled_back_by_the_server(exc) or attempt == _ROLLED_BACK_ATTEMPTS - 1
-                        or database.in_transaction()):
+                if not rolled_back_by_the_server(exc) or database.in_transaction():
                     raise
-        raise AssertionError("unreachable")
+        return write(*args, **kwargs)
     return run
 
 

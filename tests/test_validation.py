@@ -31,6 +31,15 @@ def enum_problem(loc, values):
                    "type_error.enum", enum_values=values)
 
 
+EXPIRES_AT_PROBLEM = problem(["auth_data", "expires_at"], "invalid datetime format",
+                             "value_error.datetime")
+
+
+def bad_expires_at(sent):
+    """A save whose credentials expire at `sent`, and the one problem it answers."""
+    return {**VALID, "auth_data": {"code": "c", "expires_at": sent}}, [EXPIRES_AT_PROBLEM]
+
+
 CASES = {
     "missing name": ({"integration_type": "jira"},
                      [problem(["name"], "field required", "value_error.missing")]),
@@ -67,35 +76,17 @@ CASES = {
     "tags not a list": ({**VALID, "metadata": {"tags": "a,b"}},
                         [problem(["metadata", "tags"], "value is not a valid list",
                                  "type_error.list")]),
-    "bad datetime": ({**VALID, "auth_data": {"code": "c", "expires_at": "tomorrow"}},
-                     [problem(["auth_data", "expires_at"], "invalid datetime format",
-                              "value_error.datetime")]),
+    "bad datetime": bad_expires_at("tomorrow"),
     # Valid ISO 8601, but an hour before year 1 or after year 9999 once moved to UTC.
-    "expires_at before year 1 in UTC": (
-        {**VALID, "auth_data": {"code": "c", "expires_at": "0001-01-01T00:00:00+01:00"}},
-        [problem(["auth_data", "expires_at"], "invalid datetime format", "value_error.datetime")]),
-    "expires_at after year 9999 in UTC": (
-        {**VALID, "auth_data": {"code": "c", "expires_at": "9999-12-31T23:59:59-01:00"}},
-        [problem(["auth_data", "expires_at"], "invalid datetime format", "value_error.datetime")]),
+    "expires_at before year 1 in UTC": bad_expires_at("0001-01-01T00:00:00+01:00"),
+    "expires_at after year 9999 in UTC": bad_expires_at("9999-12-31T23:59:59-01:00"),
     # Python 3.11's fromisoformat takes any one character before a Z.
-    "expires_at with a stray character before its zone": (
-        {**VALID, "auth_data": {"code": "c", "expires_at": "2030-01-01T08:00:00xZ"}},
-        [problem(["auth_data", "expires_at"], "invalid datetime format", "value_error.datetime")]),
-    "expires_at with two zones": (
-        {**VALID, "auth_data": {"code": "c", "expires_at": "2030-01-01T08:00:00zz"}},
-        [problem(["auth_data", "expires_at"], "invalid datetime format", "value_error.datetime")]),
-    "expires_at a date without a time": (
-        {**VALID, "auth_data": {"code": "c", "expires_at": "2030-01-01"}},
-        [problem(["auth_data", "expires_at"], "invalid datetime format", "value_error.datetime")]),
-    "expires_at an hour without minutes": (
-        {**VALID, "auth_data": {"code": "c", "expires_at": "2030-01-01T10"}},
-        [problem(["auth_data", "expires_at"], "invalid datetime format", "value_error.datetime")]),
-    "expires_at with x between date and time": (
-        {**VALID, "auth_data": {"code": "c", "expires_at": "2030-01-01x10:00"}},
-        [problem(["auth_data", "expires_at"], "invalid datetime format", "value_error.datetime")]),
-    "expires_at a week date": (
-        {**VALID, "auth_data": {"code": "c", "expires_at": "2030-W01-1T10:00"}},
-        [problem(["auth_data", "expires_at"], "invalid datetime format", "value_error.datetime")]),
+    "expires_at with a stray character before its zone": bad_expires_at("2030-01-01T08:00:00xZ"),
+    "expires_at with two zones": bad_expires_at("2030-01-01T08:00:00zz"),
+    "expires_at a date without a time": bad_expires_at("2030-01-01"),
+    "expires_at an hour without minutes": bad_expires_at("2030-01-01T10"),
+    "expires_at with x between date and time": bad_expires_at("2030-01-01x10:00"),
+    "expires_at a week date": bad_expires_at("2030-W01-1T10:00"),
     "unknown field named as marshmallow's schema-level errors": (
         {**VALID, "metadata": {"_schema": 1}},
         [problem(["metadata", "_schema"], "extra fields not permitted", "value_error.extra")]),
@@ -244,8 +235,7 @@ def test_a_change_with_expires_at_out_of_range_in_utc_is_422(api):
     r = api.patch(f"/api/v2/integrations/{saved['integration_id']}",
                   json={"auth_data": {"code": "c", "expires_at": "0001-01-01T00:00:00+05:00"}})
     assert r.status_code == 422
-    assert r.get_json() == {"detail": [problem(["auth_data", "expires_at"],
-                                               "invalid datetime format", "value_error.datetime")]}
+    assert r.get_json() == {"detail": [EXPIRES_AT_PROBLEM]}
 
 
 def test_body_over_the_limit_is_413(api):

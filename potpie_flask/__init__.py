@@ -29,7 +29,7 @@ def create_app(test_config=None):
 def refusal_line(exc):
     """What a start refused with `exc` (one of START_REFUSALS) says, in one line."""
     if isinstance(exc, db.UNAVAILABLE_ERRORS):
-        return cli.database_unavailable(exc).message
+        return cli.unavailable_line(exc)
     return str(exc)
 
 

@@ -20,10 +20,10 @@ keys_cli = AppGroup("keys", help="Manage API keys.")
 crypto_cli = AppGroup("crypto", help="Manage credential encryption.")
 
 
-def database_unavailable(exc):
-    """The one Error line, not a traceback, of a database that cannot be reached or is locked."""
+def unavailable_line(exc):
+    """The one line that says a database cannot be reached or is locked, and why."""
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return click.ClickException(f"the database is unavailable: {reason}")
+    return f"the database is unavailable: {reason}"
 
 
 def needs_database(command):
@@ -33,7 +33,7 @@ def needs_database(command):
         try:
             return command(*args, **kwargs)
         except UNAVAILABLE_ERRORS as exc:
-            raise database_unavailable(exc) from None
+            raise click.ClickException(unavailable_line(exc)) from None
     return run
 
 

@@ -2,6 +2,8 @@
 import re
 from urllib.parse import urlsplit
 
+from .db import is_postgresql
+
 
 class ConfigError(ValueError):
     """A setting the service cannot work with, refused at start rather than at a request."""
@@ -38,8 +40,10 @@ def one_of(config, name, choices):
     config[name] = value.strip().upper()
 
 
-_ON = ("true", "1", "on", "yes")
-_OFF = ("false", "0", "off", "no")
+# Names of this module in capitals are settings (Flask's from_object loads every one, a
+# leading underscore or not): its own constants are in lower case.
+_on = ("true", "1", "on", "yes")
+_off = ("false", "0", "off", "no")
 
 
 def switch(config, name):
@@ -50,13 +54,13 @@ def switch(config, name):
     file's unset variable) is refused too, rather than read as either.
     """
     value = config.get(name)
-    if isinstance(value, str) and value.strip().lower() in _ON + _OFF:
-        value = value.strip().lower() in _ON
+    if isinstance(value, str) and value.strip().lower() in _on + _off:
+        value = value.strip().lower() in _on
     elif not isinstance(value, bool) and value in (0, 1):  # POTPIE_X=1 arrives as JSON's 1
         value = bool(value)
     if not isinstance(value, bool):
-        raise ConfigError(f"POTPIE_{name} must be one of {', '.join(_ON)} or "
-                          f"{', '.join(_OFF)}, not {value!r}")
+        raise ConfigError(f"POTPIE_{name} must be one of {', '.join(_on)} or "
+                          f"{', '.join(_off)}, not {value!r}")
     config[name] = value
 
 
@@ -67,14 +71,15 @@ def database_url(config):
     refused: every worker, and every thread, would get an empty database of its own.
     """
     url = config.get("DATABASE_URL")
-    scheme = urlsplit(url).scheme if isinstance(url, str) else ""
-    if scheme == "sqlite":
+    if not isinstance(url, str):
+        known = False
+    elif urlsplit(url).scheme == "sqlite":
         # The scheme in any case, as urlsplit and db_url read it.
         file = url.split("?", 1)[0][len("sqlite:///"):]
         known = url[:len("sqlite:///")].lower() == "sqlite:///" and file not in ("", ":memory:")
     else:
-        # postgresql+psycopg2:// as SQLAlchemy spells it, too (db.is_postgresql).
-        known = scheme.split("+")[0] in ("postgres", "postgresql") and "://" in url
+        # Every spelling open_database takes for PostgreSQL, with its authority's "//".
+        known = is_postgresql(url) and "://" in url
     if not known:
         raise ConfigError("DATABASE_URL must be sqlite:///<file> or "
                           "postgresql://<server>/<database>")
@@ -82,7 +87,7 @@ def database_url(config):
 
 # The rate limiter's settings the service documents (README, "Rate limits"). Flask-Limiter
 # reads many more RATELIMIT_* keys, and POTPIE_* variables reach all of them.
-RATE_LIMIT_SETTINGS = ("RATELIMIT_ENABLED", "RATELIMIT_DEFAULT", "RATELIMIT_AUTH_FAILURES",
+_rate_limit_settings = ("RATELIMIT_ENABLED", "RATELIMIT_DEFAULT", "RATELIMIT_AUTH_FAILURES",
                        "RATELIMIT_STORAGE_URI", "RATELIMIT_KEY_PREFIX",
                        "RATELIMIT_STORAGE_TIMEOUT")
 
@@ -95,9 +100,9 @@ def rate_limit_names(config):
     (POTPIE_RATELIMIT_ENABLE=false) did nothing at all.
     """
     for name in sorted(config):
-        if name.startswith("RATELIMIT_") and name not in RATE_LIMIT_SETTINGS:
+        if name.startswith("RATELIMIT_") and name not in _rate_limit_settings:
             raise ConfigError(f"POTPIE_{name} is no setting of this service; its rate limits "
-                              f"read {', '.join('POTPIE_' + n for n in RATE_LIMIT_SETTINGS)}")
+                              f"read {', '.join('POTPIE_' + n for n in _rate_limit_settings)}")
 
 
 def check(config):

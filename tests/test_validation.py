@@ -334,6 +334,17 @@ def test_a_rate_limit_setting_the_service_does_not_document_is_refused(instance_
         "POTPIE_RATELIMIT_STORAGE_TIMEOUT")
 
 
+def test_the_config_modules_own_constants_are_no_settings(instance_path, monkeypatch):
+    # Loaded as settings, POTPIE__RATE_LIMIT_SETTINGS could have widened the refusal above.
+    monkeypatch.setenv("POTPIE_RATELIMIT_HEADERS_ENABLED", "true")
+    monkeypatch.setenv("POTPIE__RATE_LIMIT_SETTINGS", '["RATELIMIT_HEADERS_ENABLED"]')
+    with pytest.raises(ConfigError, match="POTPIE_RATELIMIT_HEADERS_ENABLED is no setting"):
+        create_app()
+    monkeypatch.delenv("POTPIE__RATE_LIMIT_SETTINGS")
+    monkeypatch.delenv("POTPIE_RATELIMIT_HEADERS_ENABLED")
+    assert [name for name in create_app().config if name.startswith("_")] == []
+
+
 def test_a_rate_limit_storage_scheme_is_read_in_any_case(instance_path):
     app = create_app({"RATELIMIT_STORAGE_URI": "Memory://"})
     assert "potpie_limiter" in app.extensions

@@ -133,12 +133,13 @@ class HeldRequest:
         self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nx-api-key: {key}\r\n".encode())
 
     def finish(self):
-        """Send the rest; returns (status, headers) of the answer."""
+        """Send the rest; returns (status, headers, JSON body or None) of the answer."""
         try:
             self.sock.sendall(b"Connection: close\r\n\r\n")
             reader = self.sock.makefile("rb")
             status = int(reader.readline().split()[1])
             headers = http.client.parse_headers(reader)
-            return status, headers
+            raw = reader.read()
+            return status, headers, json.loads(raw) if raw else None
         finally:
             self.sock.close()

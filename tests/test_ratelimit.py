@@ -332,7 +332,7 @@ def test_key_limit_is_exact_across_two_workers(limited_env, redis_url, tmp_path)
             status, _, headers = call(server, LIST, key)
             assert (status, headers["RateLimit-Remaining"]) == (200, str(remaining))
         # The first worker counts on from the other's hits: per-worker counters would say 3.
-        status, headers = held.finish()
+        status, headers, _ = held.finish()
         assert (status, headers["RateLimit-Remaining"]) == (200, "0")
         # Both workers now refuse, also under concurrency.
         with concurrent.futures.ThreadPoolExecutor(4) as pool:

@@ -103,27 +103,23 @@ class ChangeSchema(Schema):
     new = fields.Raw(required=True, allow_none=True)
 
 
-class _Envelope(Schema):
-    success = fields.Boolean(required=True)
-    error = _text(metadata={"description": "null on success"})
+def _envelope(name, data, **more):
+    """A success envelope: success, data, error (null), then `more`, in SPEC section 4's order."""
+    return Schema.from_dict({"success": fields.Boolean(required=True), "data": data,
+                             "error": _text(metadata={"description": "null on success"}),
+                             **more}, name=name)
 
 
-class IntegrationEnvelopeSchema(_Envelope):
-    data = fields.Nested(IntegrationSchema, required=True)
-
-
-class IntegrationListEnvelopeSchema(_Envelope):
-    data = fields.List(fields.Nested(IntegrationSchema), required=True)
-    pagination = fields.Nested(PaginationSchema, required=True)
-
-
-class AuditTrailEnvelopeSchema(_Envelope):
-    data = fields.List(fields.Nested(AuditEntrySchema), required=True)
-    pagination = fields.Nested(PaginationSchema, required=True)
-
-
-class CloneTemplateEnvelopeSchema(_Envelope):
-    data = fields.Nested(CloneTemplateSchema, required=True)
+IntegrationEnvelopeSchema = _envelope("IntegrationEnvelopeSchema",
+                                      fields.Nested(IntegrationSchema, required=True))
+IntegrationListEnvelopeSchema = _envelope(
+    "IntegrationListEnvelopeSchema", fields.List(fields.Nested(IntegrationSchema), required=True),
+    pagination=fields.Nested(PaginationSchema, required=True))
+AuditTrailEnvelopeSchema = _envelope(
+    "AuditTrailEnvelopeSchema", fields.List(fields.Nested(AuditEntrySchema), required=True),
+    pagination=fields.Nested(PaginationSchema, required=True))
+CloneTemplateEnvelopeSchema = _envelope("CloneTemplateEnvelopeSchema",
+                                        fields.Nested(CloneTemplateSchema, required=True))
 
 
 class FailureEnvelopeSchema(Schema):

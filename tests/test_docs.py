@@ -65,6 +65,21 @@ def test_request_bodies_and_queries_come_from_the_validating_schemas():
     assert schemas["AuthData"]["properties"]["access_token"]["writeOnly"] is True
 
 
+def test_envelopes_list_their_keys_in_the_order_the_answers_send_them(api):
+    iid = create(api, name="In order", integration_type="jira")["integration_id"]
+    answers = {
+        "IntegrationEnvelope": api.get(f"{LIST}/{iid}"),
+        "IntegrationListEnvelope": api.get(LIST),
+        "AuditTrailEnvelope": api.get(f"{LIST}/{iid}/audit"),
+        "CloneTemplateEnvelope": api.get(f"{LIST}/{iid}/template"),
+        "FailureEnvelope": api.get(f"{LIST}/00000000-0000-4000-8000-000000000000"),
+    }
+    schemas = openapi.build()["components"]["schemas"]
+    documented = {name: list(schemas[name]["properties"]) for name in answers}
+    assert documented == {name: list(r.get_json()) for name, r in answers.items()}
+    assert documented["IntegrationListEnvelope"] == ["success", "data", "error", "pagination"]
+
+
 @pytest.mark.parametrize("path, status, headers", [
     ("/api/v2/integrations/save", "401", {"WWW-Authenticate"}),
     ("/api/v2/integrations", "429", {"Retry-After"}),

@@ -35,6 +35,7 @@ sys.path.insert(0, str(BENCH))
 
 from run import (base_env, database_url, ensure_wrk, postgresql_env, seeded_keys,  # noqa: E402
                  worker_pids, wrk)
+from tests.databases import drop_abandoned, run_database_name  # noqa: E402
 from tests.servers import Gunicorn  # noqa: E402
 
 SCENARIOS = {  # name: (path, Lua script, whose key)
@@ -94,6 +95,8 @@ class PostgresqlData:
         self.tmp = Path(tmp)
         self.admin = psycopg2.connect(url)
         self.admin.autocommit = True
+        with self.admin.cursor() as cur:
+            drop_abandoned(cur, "turns")
         self.base = postgresql_env(base, tmp)
         try:
             self.seeded = self._create("")
@@ -103,7 +106,7 @@ class PostgresqlData:
             raise
 
     def _create(self, template):
-        name = f"potpie_turns_{uuid.uuid4().hex[:8]}"
+        name = run_database_name("turns")
         copy_of = f' TEMPLATE "{template}"' if template else ""
         with self.admin.cursor() as cur:
             cur.execute(f'CREATE DATABASE "{name}"{copy_of}')

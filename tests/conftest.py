@@ -1,6 +1,5 @@
 """Fixtures: a fresh app per test on SQLite (a new file) and on PostgreSQL (a per-run database)."""
 import os
-import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
@@ -13,6 +12,7 @@ from potpie_flask.db import database
 from potpie_flask.models import ALL_MODELS
 
 from .contract import ContractClient
+from .databases import drop_abandoned, run_database_name
 
 PG_URL_ENV = "POTPIE_TEST_DATABASE_URL"
 OWNER = "user_abc123"
@@ -30,10 +30,11 @@ def pg_url():
     base = os.environ.get(PG_URL_ENV)
     if not base:
         pytest.skip(f"{PG_URL_ENV} is not set: no PostgreSQL to test against")
-    name = f"potpie_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    name = run_database_name("test")
     admin = psycopg2.connect(base)
     admin.autocommit = True
     with admin.cursor() as cur:
+        drop_abandoned(cur, "test")
         cur.execute(f'CREATE DATABASE "{name}"')
     try:
         yield _with_database(base, name)

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from potpie_flask.db import is_postgresql  # noqa: E402
-from tests.databases import drop_abandoned, run_database_name  # noqa: E402
+from tests.databases import run_admin  # noqa: E402
 from tests.servers import Gunicorn, flask_cli  # noqa: E402  (the tests' server helper)
 
 LUA = Path(__file__).resolve().parent / "lua"
@@ -375,10 +375,9 @@ def main():
 
 
 def run_postgresql(base, tmp, args):
-    name = run_database_name("bench")
-    with autocommit(args.pg) as admin:
+    admin, name = run_admin(args.pg, "bench")
+    with contextlib.closing(admin):
         with admin.cursor() as cur:
-            drop_abandoned(cur, "bench")
             cur.execute(f'CREATE DATABASE "{name}"')
         try:
             env = dict(postgresql_env(base, tmp), DATABASE_URL=database_url(args.pg, name))
@@ -388,7 +387,6 @@ def run_postgresql(base, tmp, args):
         finally:
             with admin.cursor() as cur:
                 cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
 
 if __name__ == "__main__":
     main()

@@ -19,6 +19,7 @@ differs needs a run from its own checkout. `ABLATE` takes save-create apart and 
 with any other scenario.
 """
 import argparse
+import itertools
 import os
 import re
 import shutil
@@ -27,7 +28,6 @@ import tempfile
 import uuid
 from pathlib import Path
 
-import psycopg2
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
@@ -35,7 +35,7 @@ sys.path.insert(0, str(BENCH))
 
 from run import (base_env, database_url, ensure_wrk, postgresql_env, seeded_keys,  # noqa: E402
                  worker_pids, wrk)
-from tests.databases import drop_abandoned, run_database_name  # noqa: E402
+from tests.databases import run_admin  # noqa: E402
 from tests.servers import Gunicorn  # noqa: E402
 
 SCENARIOS = {  # name: (path, Lua script, whose key)
@@ -93,10 +93,8 @@ class PostgresqlData:
     def __init__(self, base, tmp, url):
         self.url, self.names = url, []
         self.tmp = Path(tmp)
-        self.admin = psycopg2.connect(url)
-        self.admin.autocommit = True
-        with self.admin.cursor() as cur:
-            drop_abandoned(cur, "turns")
+        self.admin, self.run = run_admin(url, "turns")
+        self.created = itertools.count(1)
         self.base = postgresql_env(base, tmp)
         try:
             self.seeded = self._create("")
@@ -106,7 +104,7 @@ class PostgresqlData:
             raise
 
     def _create(self, template):
-        name = run_database_name("turns")
+        name = f"{self.run}_{next(self.created)}"
         copy_of = f' TEMPLATE "{template}"' if template else ""
         with self.admin.cursor() as cur:
             cur.execute(f'CREATE DATABASE "{name}"{copy_of}')

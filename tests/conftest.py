@@ -12,7 +12,7 @@ from potpie_flask.db import database
 from potpie_flask.models import ALL_MODELS
 
 from .contract import ContractClient
-from .databases import drop_abandoned, run_database_name
+from .databases import run_admin
 
 PG_URL_ENV = "POTPIE_TEST_DATABASE_URL"
 OWNER = "user_abc123"
@@ -30,17 +30,16 @@ def pg_url():
     base = os.environ.get(PG_URL_ENV)
     if not base:
         pytest.skip(f"{PG_URL_ENV} is not set: no PostgreSQL to test against")
-    name = run_database_name("test")
-    admin = psycopg2.connect(base)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        drop_abandoned(cur, "test")
-        cur.execute(f'CREATE DATABASE "{name}"')
+    admin, name = run_admin(base, "test")
     try:
-        yield _with_database(base, name)
-    finally:
         with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            cur.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield _with_database(base, name)
+        finally:
+            with admin.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
         admin.close()
 
 

@@ -1,46 +1,53 @@
 """PostgreSQL databases of one run (a test session, a benchmark): dropped when it ends, and
-by a later run on the same host when its process died before it could (a pytest-timeout
-exit, a kill)."""
-import hashlib
-import os
+by a later run when the run that made them died first (a pytest-timeout exit, a kill).
+
+A run holds one connection open for as long as it lasts, named (`application_name`) after
+the run; its databases are named after the run too. A database of that naming whose run has
+no connection left belongs to no live run, whatever host or container it ran in: the
+server itself says so, where process ids would mean something only on one host.
+"""
 import re
-import socket
 import uuid
+import warnings
+
+import psycopg2
 
 
-def _host():
-    """This host and boot: a process id means something only there."""
+def run_admin(url, kind):
+    """An autocommit connection to `url` that marks a new run live, and the run's name.
+
+    The run's databases are named the run's name, or that and `_<n>`; while the connection
+    is open no other run drops them. The `kind` databases of runs gone are dropped first.
+    """
+    run = f"potpie_{kind}_{uuid.uuid4().hex}"
+    conn = psycopg2.connect(url, application_name=run)
+    conn.autocommit = True
     try:
-        with open("/proc/sys/kernel/random/boot_id") as boot_id:
-            boot = boot_id.read().strip()
-    except OSError:
-        boot = ""
-    return hashlib.sha256(f"{socket.gethostname()} {boot}".encode()).hexdigest()[:8]
+        with conn.cursor() as cur:
+            _drop_abandoned(cur, kind)
+    except BaseException:
+        conn.close()
+        raise
+    return conn, run
 
 
-def run_database_name(kind):
-    """A database name of this process's run: potpie_<kind>_<host>_<pid>_<random>."""
-    return f"potpie_{kind}_{_host()}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-
-
-def drop_abandoned(cursor, kind):
-    """Drop the `kind` databases whose run, on this host, has no process left; their names."""
-    prefix = f"potpie_{kind}_{_host()}_"
+def _drop_abandoned(cursor, kind):
+    """Drop the `kind` databases whose run has no connection left; their names."""
+    prefix = f"potpie_{kind}_"
     cursor.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (prefix,))
+    databases = [name for (name,) in cursor.fetchall()]
+    cursor.execute("SELECT application_name FROM pg_stat_activity")
+    live = {name for (name,) in cursor.fetchall()}
     dropped = []
-    for (name,) in cursor.fetchall():
-        named = re.fullmatch(r"(\d+)_[0-9a-f]{8}", name[len(prefix):])
-        if named and not _running(int(named.group(1))):
+    for name in databases:
+        run = re.fullmatch(rf"({re.escape(prefix)}[0-9a-f]{{32}})(?:_\d+)?", name)
+        if run is None or run.group(1) in live:
+            continue
+        try:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            dropped.append(name)
+        except psycopg2.Error as exc:
+            # Another role's, say: this run can go on without dropping it.
+            warnings.warn(f"{name}, left by a run that ended, could not be dropped: {exc}")
+            continue
+        dropped.append(name)
     return sorted(dropped)
-
-
-def _running(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True

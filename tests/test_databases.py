@@ -1,44 +1,76 @@
-"""The PostgreSQL database of a run that died before dropping it is dropped by a later run."""
+"""A run's PostgreSQL databases outlive it only until the next run: none of a live run's."""
+import contextlib
 import os
 import subprocess
 import sys
+import uuid
 
 import psycopg2
 import pytest
 
 from .conftest import PG_URL_ENV
-from .databases import _host, drop_abandoned, run_database_name
+from .databases import run_admin
+from .servers import ROOT
 
 pytestmark = pytest.mark.usefixtures("pg_url")  # skipped, with its reason, without PostgreSQL
 
+# A run that dies as pytest-timeout ends one: os._exit, no teardown.
+_DIES = """
+import os, sys
+from tests.databases import run_admin
+admin, run = run_admin(sys.argv[1], sys.argv[2])
+with admin.cursor() as cur:
+    cur.execute(f'CREATE DATABASE "{run}"')
+    cur.execute(f'CREATE DATABASE "{run}_1"')
+print(run, flush=True)
+os._exit(1)
+"""
+
 
 @pytest.fixture
-def admin():
+def kind():
+    """A kind of this test alone: another run's test of it must not see these databases."""
+    kind = f"probe{uuid.uuid4().hex[:8]}"
+    yield kind
     conn = psycopg2.connect(os.environ[PG_URL_ENV])
     conn.autocommit = True
     with conn.cursor() as cur:
-        yield cur
+        for name in _databases(cur, kind):
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     conn.close()
 
 
-def _databases(cur, prefix):
-    cur.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (prefix,))
+def _databases(cur, kind):
+    cur.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+                (f"potpie_{kind}_",))
     return sorted(name for (name,) in cur.fetchall())
 
 
-def test_only_databases_of_runs_whose_process_is_gone_are_dropped(admin):
-    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                           capture_output=True, text=True, check=True)
-    prefix = f"potpie_probe_{_host()}_"
-    abandoned = f"{prefix}{ended.stdout.strip()}_0123abcd"
-    ours = run_database_name("probe")
-    other_host = f"potpie_probe_00000000_{ended.stdout.strip()}_0123abcd"
-    for name in (abandoned, ours, other_host):
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        assert drop_abandoned(admin, "probe") == [abandoned]
-        assert _databases(admin, "potpie_probe_") == sorted([ours, other_host])
-        assert drop_abandoned(admin, "probe") == []
-    finally:
-        for name in (abandoned, ours, other_host):
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def _connections_of(cur, run):
+    cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (run,))
+    return cur.fetchone()[0]
+
+
+def test_a_new_run_drops_the_databases_of_a_run_gone_and_no_others(kind):
+    url = os.environ[PG_URL_ENV]
+    live, live_run = run_admin(url, kind)
+    with contextlib.closing(live), live.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{live_run}"')
+        not_a_run = f"potpie_{kind}_by_hand"
+        cur.execute(f'CREATE DATABASE "{not_a_run}"')
+        died = subprocess.run([sys.executable, "-c", _DIES, url, kind], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert died.returncode == 1, died.stderr
+        dead_run = died.stdout.strip()
+        assert _databases(cur, kind) == sorted(
+            [live_run, not_a_run, dead_run, f"{dead_run}_1"])
+        # Its server process ends once it reads the closed socket: within 10 s, or fail.
+        for _ in range(1000):
+            if not _connections_of(cur, dead_run):
+                break
+            cur.execute("SELECT pg_sleep(0.01)")
+        assert _connections_of(cur, dead_run) == 0
+
+        later, _ = run_admin(url, kind)
+        later.close()
+        assert _databases(cur, kind) == sorted([live_run, not_a_run])

@@ -388,5 +388,6 @@ def run_postgresql(base, tmp, args):
             with admin.cursor() as cur:
                 cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+
 if __name__ == "__main__":
     main()

@@ -56,6 +56,7 @@ def test_a_new_run_drops_the_databases_of_a_run_gone_and_no_others(kind):
     live, live_run = run_admin(url, kind)
     with contextlib.closing(live), live.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{live_run}"')
+        cur.execute(f'CREATE DATABASE "{live_run}_1"')
         not_a_run = f"potpie_{kind}_by_hand"
         cur.execute(f'CREATE DATABASE "{not_a_run}"')
         died = subprocess.run([sys.executable, "-c", _DIES, url, kind], cwd=ROOT,
@@ -63,7 +64,7 @@ def test_a_new_run_drops_the_databases_of_a_run_gone_and_no_others(kind):
         assert died.returncode == 1, died.stderr
         dead_run = died.stdout.strip()
         assert _databases(cur, kind) == sorted(
-            [live_run, not_a_run, dead_run, f"{dead_run}_1"])
+            [live_run, f"{live_run}_1", not_a_run, dead_run, f"{dead_run}_1"])
         # Its server process ends once it reads the closed socket: within 10 s, or fail.
         for _ in range(1000):
             if not _connections_of(cur, dead_run):
@@ -73,4 +74,4 @@ def test_a_new_run_drops_the_databases_of_a_run_gone_and_no_others(kind):
 
         later, _ = run_admin(url, kind)
         later.close()
-        assert _databases(cur, kind) == sorted([live_run, not_a_run])
+        assert _databases(cur, kind) == sorted([live_run, f"{live_run}_1", not_a_run])

@@ -28,7 +28,6 @@ import tempfile
 import uuid
 from pathlib import Path
 
-
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))

@@ -10,6 +10,7 @@ import pytest
 
 from .conftest import PG_URL_ENV
 from .databases import run_admin
+from .faults import wait_until
 from .servers import ROOT
 
 pytestmark = pytest.mark.usefixtures("pg_url")  # skipped, with its reason, without PostgreSQL
@@ -65,12 +66,9 @@ def test_a_new_run_drops_the_databases_of_a_run_gone_and_no_others(kind):
         dead_run = died.stdout.strip()
         assert _databases(cur, kind) == sorted(
             [live_run, f"{live_run}_1", not_a_run, dead_run, f"{dead_run}_1"])
-        # Its server process ends once it reads the closed socket: within 10 s, or fail.
-        for _ in range(1000):
-            if not _connections_of(cur, dead_run):
-                break
-            cur.execute("SELECT pg_sleep(0.01)")
-        assert _connections_of(cur, dead_run) == 0
+        # Its server process ends once it reads the closed socket.
+        wait_until(lambda: _connections_of(cur, dead_run) == 0, 10,
+                   "the dead run's connection to close")
 
         later, _ = run_admin(url, kind)
         later.close()

@@ -4,8 +4,8 @@ import subprocess
 import sys
 
 
-def _whole_number(name, least, most=None):
-    """The environment's `name` as a whole number in [least, most], or None when unset or empty.
+def _whole_number(name, least, most=None, default=None):
+    """The environment's `name` as a whole number in [least, most]; `default` when unset or empty.
 
     Read with int(), a typo such as `GUNICORN_TIMEOUT=30s` stopped gunicorn with a traceback,
     `WEB_CONCURRENCY=0` started a master with no worker to answer, and `PORT=99999` failed
@@ -13,7 +13,7 @@ def _whole_number(name, least, most=None):
     """
     text = os.environ.get(name, "").strip()
     if not text:
-        return None
+        return default
     bounds = f"{least} or more" if most is None else f"{least} to {most}"
     number = int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None
     if number is None or number < least or (most is not None and number > most):
@@ -21,8 +21,8 @@ def _whole_number(name, least, most=None):
     return number
 
 
-_port = _whole_number("PORT", 0, 65535)
-bind = "{}:{}".format(os.environ.get("HOST", "127.0.0.1"), 8000 if _port is None else _port)
+bind = "{}:{}".format(os.environ.get("HOST", "127.0.0.1"),
+                      _whole_number("PORT", 0, 65535, default=8000))
 # Sync workers: one request each, no threads. One per core plus one on SQLite, plus two on
 # PostgreSQL, so that no core sits idle while workers wait for the database (a round trip;
 # on PostgreSQL also a COMMIT's flush to disk: with three workers on the 2-core benchmark
@@ -59,11 +59,9 @@ worker_class = "sync"
 # worker imports the app and opens its own connections after the fork.
 preload_app = False
 # 0: no limit, as gunicorn reads it.
-_timeout = _whole_number("GUNICORN_TIMEOUT", 0)
-timeout = 30 if _timeout is None else _timeout
+timeout = _whole_number("GUNICORN_TIMEOUT", 0, default=30)
 # On SIGTERM, workers finish the requests they hold for up to this many seconds.
-_graceful = _whole_number("GUNICORN_GRACEFUL_TIMEOUT", 0)
-graceful_timeout = 30 if _graceful is None else _graceful
+graceful_timeout = _whole_number("GUNICORN_GRACEFUL_TIMEOUT", 0, default=30)
 keepalive = 5
 # gunicorn 25.1+ opens a control socket at one path per user ($XDG_RUNTIME_DIR/gunicorn.ctl,
 # else $HOME/.gunicorn/gunicorn.ctl): a second instance on the host took it over, and
